@@ -1,0 +1,24 @@
+"""minigpt_helpers: the finished pieces of the MiniGPT course.
+
+Each chapter derives a piece step by step, checks that its version matches the
+one here, and from then on imports it from this package. One module per concept:
+
+    config      quick mode, artifacts folder, seeding
+    device      device / precision choice with explicit fallbacks
+    data        streaming documents (RedPajama, offline Shakespeare, your files)
+    tokenizer, bpe, sentencepiece_tokenizer   the three tokenizers
+    model       GPTConfig, GPT, attention, KV cache, Hugging Face interop
+    batching, training, checkpoint, live, cli   training on the stream
+    generation  generate(model, prompt)
+"""
+
+from .config import artifacts_dir, is_quick, pick, set_seed
+from .device import autocast, default_device, default_precision, peak_flops
+
+# --- data (issue 2) ---
+# --- tokenizers (issue 3) ---
+# --- model (issue 4) ---
+# --- training (issue 5) ---
+# --- generation (issue 6) ---
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""Course-wide switches: quick mode, where artifacts live, and a fixed seed.
+
+Quick mode is the one documented switch that shrinks data, steps and model
+sizes so that CI (and an impatient learner) can run every chapter in minutes:
+
+    MINIGPT_QUICK=1 jupyter lab          # or: make test, which sets it
+
+Notebooks never read the environment themselves; they call :func:`is_quick`
+or :func:`pick` so there is exactly one place that decides.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+QUICK_ENV = "MINIGPT_QUICK"
+ARTIFACTS_ENV = "MINIGPT_ARTIFACTS"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def is_quick() -> bool:
+    """True when ``MINIGPT_QUICK`` is set to 1/true/yes/on (CI and `make test` set it)."""
+    return os.environ.get(QUICK_ENV, "").strip().lower() in _TRUE
+
+
+def pick(full: T, quick: T) -> T:
+    """Return ``quick`` in quick mode and ``full`` otherwise.
+
+    Example: ``steps = pick(full=2000, quick=30)``.
+    """
+    return quick if is_quick() else full
+
+
+def repo_root() -> Path | None:
+    """The course checkout this package lives in (editable install), or None."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() and (here / "notebooks").is_dir() else None
+
+
+def artifacts_dir(*parts: str) -> Path:
+    """Directory for things chapters hand to later chapters (tokenizers, checkpoints).
+
+    ``$MINIGPT_ARTIFACTS`` if set, else ``<repo>/artifacts`` (or ``./artifacts``
+    outside a checkout). Quick mode uses a separate ``quick/`` subfolder so that a
+    CI run never overwrites (or is mistaken for) a learner's full-size results.
+    The directory is created if needed.
+    """
+    env = os.environ.get(ARTIFACTS_ENV)
+    root = Path(env) if env else (repo_root() or Path.cwd()) / "artifacts"
+    if is_quick():
+        root = root / "quick"
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def set_seed(seed: int = 1337) -> None:
+    """Seed Python, NumPy (if present) and torch so a chapter's numbers are repeatable."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover - numpy is a dependency, but stay importable
+        pass
+    import torch
+
+    torch.manual_seed(seed)
