@@ -20,5 +20,15 @@ from .device import autocast, default_device, default_precision, peak_flops
 # --- model (issue 4) ---
 # --- training (issue 5) ---
 # --- generation (issue 6) ---
+from .generation import (
+    StreamDecoder,
+    generate,
+    generate_ids,
+    sample_next,
+    time_generation,
+    top_k_filter,
+    top_p_filter,
+    window_start,
+)
 
 __version__ = "0.1.0"

@@ -1,0 +1,423 @@
+"""Turn a trained GPT into a text generator: sampling controls and a KV cache.
+
+Chapter 06 derives each piece; this module is the finished version the rest of
+the course imports::
+
+    from minigpt_helpers import generate
+    print(generate(model, "The research shows"))          # the model carries its tokenizer
+
+The pipeline, one token at a time::
+
+    logits (V,) --/temperature--> top-k --> top-p --> softmax --> sample --> next id
+
+*Why a KV cache.* Without it, every new token re-runs the model over the whole
+context, although the keys and values of all earlier positions have not changed.
+With it we run one *prefill* pass over the prompt, keep each layer's K and V, and
+then feed only the newest token, which attends to the cached K/V. Per token the
+work drops from O(T) positions to one.
+
+*The context window policy (one definition, used by both paths).* The model has
+learned positions 0 .. block_size-1 only. The window the model sees is
+``ids[start:]``; it starts as the last ``block_size`` tokens of the prompt (a
+longer prompt is cropped, with a notice). When a new token would make the window
+longer than ``block_size``, the window jumps forward to the last
+``block_size // 2`` tokens. With the cache this means: reset and re-prefill those
+tokens (one big pass every ``block_size // 2`` tokens, so the cost stays
+amortised). Without the cache the model is simply run on the same window. Because
+both paths feed the model exactly the same tokens at the same positions, greedy
+decoding gives token-for-token identical output with and without the cache.
+(A sliding window that moves by one token every step would keep slightly more
+context, but with learned absolute positions it invalidates the whole cache on
+every step, so the cache would save nothing.)
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "generate",
+    "generate_ids",
+    "sample_next",
+    "top_k_filter",
+    "top_p_filter",
+    "window_start",
+    "StreamDecoder",
+    "time_generation",
+]
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest logits along the last dim, set the rest to ``-inf``.
+
+    Exactly ``k`` tokens survive even when several logits tie at the threshold
+    (ties are broken by ``torch.topk``'s order). ``k >= vocab`` keeps everything.
+    Why: the long tail of unlikely tokens holds most of the "nonsense" mass; cutting
+    it keeps samples on topic while still varying.
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (or None to disable), got {k!r}")
+    if k >= logits.size(-1):
+        return logits
+    idx = torch.topk(logits, k, dim=-1).indices
+    out = torch.full_like(logits, float("-inf"))
+    return out.scatter(-1, idx, logits.gather(-1, idx))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most-likely tokens whose probability sums to >= ``p``.
+
+    A token is kept when the probability mass of the tokens ranked above it is
+    still below ``p``, so the top token always survives. Unlike top-k, the number
+    of kept tokens adapts: few when the model is sure, many when it is not.
+    ``p = 1`` keeps everything.
+    """
+    if not (isinstance(p, (int, float)) and not isinstance(p, bool)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {p!r}")
+    if p >= 1.0:
+        return logits
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly higher-ranked tokens
+    remove_sorted = mass_before >= p
+    remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(
+            f"temperature must be a number >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}"
+        )
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (or None to disable), got {top_k!r}")
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
+    ):
+        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {top_p!r}")
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick the next token id(s) from ``logits`` of shape (..., V); returns shape (...).
+
+    ``temperature = 0`` is greedy (argmax; top-k/top-p cannot change the argmax).
+    Otherwise: divide by the temperature (<1 sharpens, >1 flattens), apply top-k
+    then top-p, softmax, and draw one token with ``generator`` (for reproducibility).
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    flat = probs.reshape(-1, probs.size(-1))
+    ids = torch.multinomial(flat, num_samples=1, generator=generator)  # (N, 1)
+    return ids.reshape(probs.shape[:-1])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def window_start(n_tokens: int, start: int, block_size: int) -> int:
+    """Where the model's window begins once the sequence holds ``n_tokens`` tokens.
+
+    The one definition of the context policy (see the module docstring): keep the
+    current ``start`` while the window ``ids[start:]`` fits in ``block_size``;
+    when it would not, jump to the last ``max(1, block_size // 2)`` tokens.
+    """
+    if n_tokens - start <= block_size:
+        return start
+    return n_tokens - max(1, block_size // 2)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    dev = getattr(model, "device", None)
+    if dev is not None:
+        return torch.device(dev)
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
+    out = model(idx, kv_cache=kv_cache) if kv_cache is not None else model(idx)
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    return logits[0, -1, :]
+
+
+def generate_ids(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_ids: Sequence[int] = (),
+) -> Iterator[int]:
+    """Yield new token ids one at a time (the engine under :func:`generate`).
+
+    ``prompt_ids`` must be non-empty and already cropped to ``block_size`` (the
+    window policy then handles growth). With ``use_cache`` the model is prefilled
+    on the window and fed one token per step; without it the whole window is fed
+    every step. Generation stops after ``max_new_tokens`` or right after yielding
+    a token in ``stop_ids``. Arguments are checked now, not at the first ``next``.
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    ids = [int(i) for i in prompt_ids]
+    if not ids:
+        raise ValueError("prompt_ids is empty: start from [tokenizer.eot_id] (generate() does this for you)")
+    block_size = int(model.config.block_size)
+    if len(ids) > block_size:
+        raise ValueError(
+            f"prompt_ids has {len(ids)} tokens but the context is {block_size}: crop to ids[-{block_size}:] "
+            "(generate() does this for you)"
+        )
+    device = _model_device(model)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed))
+    if use_cache and not hasattr(model, "new_kv_cache"):
+        warnings.warn(
+            "use_cache=True but this model has no new_kv_cache(); generating without a KV cache",
+            stacklevel=3,
+        )
+        use_cache = False
+    stop = {int(s) for s in stop_ids}
+    return _generate_loop(model, ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache, stop)
+
+
+@torch.no_grad()
+def _generate_loop(
+    model: torch.nn.Module,
+    ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+    use_cache: bool,
+    stop: set[int],
+) -> Iterator[int]:
+    block_size = int(model.config.block_size)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_kv_cache(batch_size=1) if use_cache else None
+        start, cached_upto = 0, 0  # window start; ids[start:cached_upto] are in the cache
+        for _ in range(max_new_tokens):
+            start_now = window_start(len(ids), start, block_size)
+            if cache is None:
+                window = torch.tensor([ids[start_now:]], dtype=torch.long, device=device)
+                logits = _last_logits(model, window)
+            else:
+                if start_now != start or cached_upto == 0:  # new window: (re-)prefill
+                    cache.reset()
+                    cached_upto = start_now
+                feed = torch.tensor([ids[cached_upto:]], dtype=torch.long, device=device)
+                logits = _last_logits(model, feed, kv_cache=cache)
+                cached_upto = len(ids)
+            start = start_now
+            nxt = int(sample_next(logits, temperature, top_k, top_p, generator))
+            ids.append(nxt)
+            yield nxt
+            if nxt in stop:
+                break
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- text in, text out
+
+
+def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Encode ``prompt``; an empty prompt becomes ``[eot_id]``; unknown characters get a clear error."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if prompt == "":
+        eot = getattr(tokenizer, "eot_id", None)
+        if eot is None:
+            raise ValueError("empty prompt and the tokenizer has no eot_id to start from: pass some text")
+        return [int(eot)]
+    try:
+        try:
+            return list(tokenizer.encode(prompt, allowed_special="all"))
+        except TypeError:  # a tokenizer without special-token handling
+            return list(tokenizer.encode(prompt))
+    except (ValueError, KeyError) as err:
+        bad = []
+        for ch in dict.fromkeys(prompt):
+            try:
+                tokenizer.encode(ch)
+            except (ValueError, KeyError):
+                bad.append(f"{ch!r} (U+{ord(ch):04X})")
+        named = ", ".join(bad) if bad else str(err)
+        raise ValueError(
+            f"the prompt contains characters this tokenizer cannot encode: {named}. "
+            "Remove or replace them, or use a byte-level tokenizer (BPE), which encodes any text."
+        ) from None
+
+
+class StreamDecoder:
+    """Turn token ids into text pieces as they arrive, never splitting a character.
+
+    A byte-level token can end in the middle of a multi-byte UTF-8 character, and
+    some tokenizers (SentencePiece) decode a piece differently at the start of a
+    text. So we decode ``context + pending`` and emit only the new suffix:
+
+    - if it does not end in U+FFFD, the token boundary is clean: emit the rest and
+      start a new pending run (the last few tokens stay as left ``context``, which
+      keeps every decode short);
+    - if it ends in U+FFFD (an incomplete character, or a stray byte), everything
+      before that last character is final: emit it, and hold the last one back
+      until more tokens show what it becomes.
+
+    Works with any tokenizer that has ``decode(ids) -> str``; the pieces joined are
+    exactly the decode of all the ids.
+    """
+
+    CONTEXT = 8  # tokens of left context kept for decoding
+
+    def __init__(self, tokenizer: Any, prefix_ids: Sequence[int] = ()):
+        self.tokenizer = tokenizer
+        self.context = [int(i) for i in prefix_ids][-self.CONTEXT :]
+        self.pending: list[int] = []
+        self.sent = 0  # characters of the pending run's text already emitted
+
+    def _delta(self) -> str:
+        base = self.tokenizer.decode(self.context) if self.context else ""
+        full = self.tokenizer.decode(self.context + self.pending)
+        return full[len(base) :] if full.startswith(base) else self.tokenizer.decode(self.pending)
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the newly final text ('' while a character is incomplete)."""
+        self.pending.append(int(token_id))
+        text = self._delta()
+        if text.endswith("\ufffd"):
+            piece = text[self.sent : len(text) - 1]
+            self.sent += len(piece)
+            return piece
+        return self._commit(text)
+
+    def _commit(self, text: str) -> str:
+        piece = text[self.sent :]
+        self.context = (self.context + self.pending)[-self.CONTEXT :]
+        self.pending, self.sent = [], 0
+        return piece
+
+    def flush(self) -> str:
+        """Whatever is still held back (U+FFFD if generation stopped mid-character)."""
+        return self._commit(self._delta()) if self.pending else ""
+
+
+def _continuation(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """decode(prompt + new) minus decode(prompt): the text the new tokens add."""
+    if not new_ids:
+        return ""
+    base = tokenizer.decode(prompt_ids)
+    full = tokenizer.decode(prompt_ids + new_ids)
+    return full[len(base) :] if full.startswith(base) else tokenizer.decode(new_ids)
+
+
+def _prepare(model: torch.nn.Module, prompt: str, tokenizer: Any) -> tuple[Any, list[int]]:
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError(
+            "the model has no tokenizer attached: set model.tokenizer = your_tokenizer "
+            "(checkpoints from chapter 05 carry one) or pass tokenizer=..."
+        )
+    ids = _encode_prompt(tok, prompt)
+    block_size = int(model.config.block_size)
+    if len(ids) > block_size:
+        warnings.warn(
+            f"the prompt is {len(ids)} tokens but the model's context is {block_size}: "
+            f"it sees only the last {block_size} tokens of the prompt",
+            stacklevel=3,
+        )
+        ids = ids[-block_size:]
+    return tok, ids
+
+
+def generate(
+    model: torch.nn.Module,
+    prompt: str = "",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stream: bool = False,
+    use_cache: bool = True,
+    tokenizer: Any = None,
+    stop_at_eot: bool = False,
+) -> str | Iterator[str]:
+    """Continue ``prompt`` with up to ``max_new_tokens`` tokens; return prompt + continuation.
+
+    - ``temperature=0`` is greedy; ``top_k`` / ``top_p`` restrict sampling; ``seed``
+      makes sampling reproducible (without it, torch's global RNG is used).
+    - ``stream=True`` returns an iterator of text pieces (the prompt first, then
+      each new piece as soon as it forms complete characters); ``"".join(...)`` of
+      it equals the non-streaming result.
+    - ``use_cache`` uses the KV cache (same greedy tokens, much faster).
+    - The model's own ``model.tokenizer`` is used unless ``tokenizer`` is given.
+    - An empty prompt starts from ``<|endoftext|>``; a prompt longer than the
+      context is cropped to its last ``block_size`` tokens with a warning;
+      ``stop_at_eot`` stops when the model emits ``<|endoftext|>``.
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    tok, ids = _prepare(model, prompt, tokenizer)
+    eot = getattr(tok, "eot_id", None)
+    stop_ids = (eot,) if stop_at_eot and eot is not None else ()
+    new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_ids)
+    if stream:
+        return _stream(tok, prompt, ids, new)
+    return prompt + _continuation(tok, ids, list(new))
+
+
+def _stream(tok: Any, prompt: str, prompt_ids: list[int], new: Iterator[int]) -> Iterator[str]:
+    if prompt:
+        yield prompt
+    dec = StreamDecoder(tok, prompt_ids)
+    for token_id in new:
+        piece = dec.push(token_id)
+        if piece:
+            yield piece
+    tail = dec.flush()
+    if tail:
+        yield tail
+
+
+def time_generation(
+    model: torch.nn.Module, prompt_ids: Sequence[int], max_new_tokens: int, use_cache: bool
+) -> list[float]:
+    """Seconds elapsed after each generated token (greedy): the data for a time-vs-length plot."""
+    t0 = time.perf_counter()
+    stamps = []
+    for _ in generate_ids(model, prompt_ids, max_new_tokens, temperature=0, use_cache=use_cache):
+        stamps.append(time.perf_counter() - t0)
+    return stamps
