@@ -1,0 +1,204 @@
+"""Causal self-attention: the functional form chapter 03 derives, the module GPT uses, and the KV cache.
+
+Three pieces, from smallest to largest:
+
+* :func:`attention` -- softmax(q k^T / sqrt(d)) v with an optional causal mask, written
+  out step by step. Chapter 03 derives it and checks it against PyTorch's fused
+  ``torch.nn.functional.scaled_dot_product_attention`` (SDPA).
+* :class:`KVCache` -- the keys and values of tokens already processed, kept so that
+  generating token t+1 costs one new row of attention instead of recomputing all t.
+* :class:`CausalSelfAttention` -- multi-head attention with a fused q/k/v projection
+  (GPT-2's ``c_attn``) and an output projection (``c_proj``). It runs either through
+  SDPA (``attn_impl="sdpa"``, the default: flash / memory-efficient kernels where the
+  device has them) or through :func:`attention` (``attn_impl="manual"``). Both give the
+  same output; the manual path exists so a learner can read (and return) the weights.
+
+Shapes use nanoGPT's letters: B batch, T time (sequence length), C channels
+(``n_embd``), H heads, D head size (``C // H``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTN_IMPLS = ("sdpa", "manual")
+
+
+def causal_mask(t_q: int, t_k: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean (t_q, t_k) mask, True where query i may look at key j.
+
+    The queries are the *last* ``t_q`` positions of the ``t_k`` keys (what a KV cache
+    gives: keys for positions 0..t_k-1, queries for t_k-t_q..t_k-1), so query i sits
+    at absolute position ``i + t_k - t_q`` and may see keys ``j <= i + t_k - t_q``.
+    With ``t_q == t_k`` this is the familiar lower-triangular matrix.
+    """
+    if t_q > t_k:
+        raise ValueError(f"more queries ({t_q}) than keys ({t_k}): queries must be the last t_q of the keys")
+    i = torch.arange(t_q, device=device).unsqueeze(1)
+    j = torch.arange(t_k, device=device).unsqueeze(0)
+    return j <= i + (t_k - t_q)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = True,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention, spelled out (what chapter 03 derives).
+
+    q: (..., T_q, D), k and v: (..., T_k, D) -- usually (B, H, T, D).
+    Returns the output (..., T_q, D), and the attention weights (..., T_q, T_k) when
+    ``return_weights`` is set.
+
+    Why each step:
+      * ``q @ k^T`` scores how well each query matches each key;
+      * dividing by sqrt(D) keeps the scores' variance ~1 whatever the head size, so the
+        softmax does not saturate into a one-hot (and its gradients do not vanish);
+      * the causal mask sets "future" scores to -inf, so after softmax they get weight 0;
+      * softmax turns scores into weights that sum to 1 over the keys;
+      * the weights average the values.
+    """
+    d = q.size(-1)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(d)  # (..., T_q, T_k)
+    if causal:
+        mask = causal_mask(q.size(-2), k.size(-2), device=q.device)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    out = weights @ v  # (..., T_q, D)
+    return (out, weights) if return_weights else out
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far (for fast generation).
+
+    Buffers have shape (n_layer, B, H, capacity, D); ``pos`` is the number of positions
+    filled. Create one with ``model.new_kv_cache(batch_size)``; the model's forward
+    writes the new keys/values of each layer at ``pos .. pos+T-1`` and advances ``pos``
+    by T once all layers are done. ``reset()`` starts a new sequence (no reallocation).
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        head_dim: int,
+        capacity: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if batch_size < 1 or capacity < 1:
+            raise ValueError(f"batch_size ({batch_size}) and capacity ({capacity}) must be >= 1")
+        shape = (n_layer, batch_size, n_head, capacity, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.n_layer = n_layer
+        self.batch_size = batch_size
+        self.capacity = capacity
+        self.pos = 0
+
+    def reset(self) -> None:
+        """Forget everything: the next forward starts again at position 0."""
+        self.pos = 0
+
+    def check_room(self, batch_size: int, t: int) -> None:
+        """Raise a clear error if ``t`` more tokens (of this batch size) do not fit."""
+        if batch_size != self.batch_size:
+            raise ValueError(
+                f"input batch size ({batch_size}) differs from the KV cache's ({self.batch_size}): "
+                f"create the cache with model.new_kv_cache(batch_size={batch_size})"
+            )
+        if self.pos + t > self.capacity:
+            raise ValueError(
+                f"KV cache full: {self.pos} positions used + {t} new > capacity {self.capacity} (block_size). "
+                "Call cache.reset() and re-feed the last block_size tokens (a sliding window)."
+            )
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer ``layer``'s new k, v (B, H, T, D) at pos..pos+T-1; return all keys/values so far."""
+        t = k.size(-2)
+        end = self.pos + t
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, t: int) -> None:
+        """Mark ``t`` more positions as filled (called by the model after its last layer)."""
+        self.pos += t
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with GPT-2's parameter layout.
+
+    ``c_attn`` projects x (B, T, C) to queries, keys and values at once (one matmul
+    instead of three); the heads are then split out of the channel dimension, attend
+    independently, are concatenated back and mixed by ``c_proj``.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.head_dim = config.n_embd // config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.attn_impl = "sdpa"
+        self.set_attn_impl(config.attn_impl)
+
+    def set_attn_impl(self, impl: str) -> None:
+        """Switch between the fused SDPA kernel ("sdpa") and the explicit path ("manual")."""
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {impl!r}")
+        self.attn_impl = impl
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        layer_idx: int = 0,
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, T, C) -> (B, T, C). With a cache, x holds positions cache.pos .. cache.pos+T-1.
+
+        ``return_weights=True`` also returns the attention weights (B, H, T, T_k); it uses
+        the manual path, since fused kernels never materialise the weights.
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        # split the channels into heads: (B, T, C) -> (B, H, T, D)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer_idx, k, v)  # (B, H, pos+T, D)
+        t_k = k.size(2)
+        dropout_p = self.dropout if self.training else 0.0
+
+        weights = None
+        if self.attn_impl == "manual" or return_weights:
+            y, weights = attention(q, k, v, causal=True, dropout_p=dropout_p, return_weights=True)
+        else:
+            # SDPA's is_causal aligns the mask top-left, which is only right when the
+            # queries and keys cover the same positions; a single new query (decode)
+            # may see every key; otherwise (chunk after a prefix) pass the mask.
+            if t_k == T:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            elif T == 1:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            else:
+                mask = causal_mask(T, t_k, device=x.device)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads: (B, T, C)
+        y = self.resid_dropout(self.c_proj(y))
+        return (y, weights) if return_weights else y
