@@ -1,0 +1,257 @@
+"""From a stream of documents to training batches, with a position you can resume from.
+
+The stream is tokenized document by document, with ``<|endoftext|>`` after each
+document, and cut into contiguous, non-overlapping windows of ``block_size + 1``
+tokens: no padding, and every token lands in exactly one window. A window ``w``
+gives an input ``x = w[:-1]`` and a target ``y = w[1:]`` (the next token at
+every position).
+
+Two details make this a good training stream:
+
+* **Local shuffling.** Consecutive windows come from the same document, so a
+  batch of them would be highly correlated. We fill a *chunk* of
+  ``shuffle_windows`` windows, shuffle it with a seed derived from where the
+  chunk starts, and serve from it. A long text file then trains almost as well as
+  random sampling, while everything stays deterministic.
+* **A resumable position.** :class:`StreamPosition` (epoch, document, token
+  offset of the current chunk, windows already served from it) is all that a
+  checkpoint needs to continue *exactly* where training stopped: rebuild the
+  chunk, reshuffle it with the same seed, skip the windows already used.
+
+For data-parallel training each process (rank) takes a disjoint slice of every
+global batch: rank ``r`` of ``W`` gets rows ``r*B:(r+1)*B`` of the ``W*B``
+windows a single process would have used. We shard at the window level rather
+than by document (``datasets.distributed.split_dataset_by_node``) because a
+single text file is *one* document, which a document-level split would hand to
+one rank only, and because it makes ``W`` processes with batch ``B`` see exactly
+the batches of one process with batch ``W*B``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+Texts = Iterable[Any]  # strings, or dicts with a "text" field (a datasets.IterableDataset)
+
+
+def _text(doc: Any) -> str:
+    return doc["text"] if isinstance(doc, dict) else doc
+
+
+def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[tuple[int, list[int]]]:
+    """Yield ``(index, ids + [eot])`` for each document from ``start_doc`` on.
+
+    Documents before ``start_doc`` are skipped without being tokenized (that is
+    what makes resuming cheap). ``allowed_special="none"``: a literal
+    "<|endoftext|>" inside a document is text, never the separator.
+    """
+    if start_doc and hasattr(docs, "skip"):  # datasets.IterableDataset: skip without iterating our code
+        docs, first = docs.skip(start_doc), start_doc
+    else:
+        first = 0
+    eot = tokenizer.eot_id
+    for i, doc in enumerate(docs, start=first):
+        if i < start_doc:
+            continue
+        yield i, tokenizer.encode(_text(doc)) + [eot]
+
+
+def pack_windows(docs: Texts, tokenizer, block_size: int) -> Iterator[list[int]]:
+    """Contiguous ``block_size + 1`` windows of the tokenized stream (one pass, no shuffling).
+
+    Concatenating the windows gives back the token stream exactly, except for the
+    final tail shorter than a window, which is dropped.
+    """
+    n = block_size + 1
+    buf: list[int] = []
+    for _, ids in document_tokens(docs, tokenizer):
+        buf.extend(ids)
+        while len(buf) >= n:
+            yield buf[:n]
+            del buf[:n]
+
+
+@dataclass
+class StreamPosition:
+    """Where the training stream is: enough to rebuild it exactly after a restart.
+
+    ``epoch, doc, offset`` is where the current shuffle chunk starts (document
+    ``doc`` of pass ``epoch``, ``offset`` tokens into it, counting its EOT);
+    ``served`` is how many windows of that chunk are already used (by all ranks).
+    """
+
+    epoch: int = 0
+    doc: int = 0
+    offset: int = 0
+    served: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> StreamPosition:
+        return cls(**{k: int(d[k]) for k in ("epoch", "doc", "offset", "served")})
+
+
+class PackedStream:
+    """An endless, resumable iterator of ``block_size + 1`` windows, shuffled within chunks.
+
+    ``docs_for_epoch(epoch)`` returns the documents of one pass over the data
+    (so each epoch can be shuffled differently). A pass whose token count is not a
+    multiple of the window drops its last partial window.
+    """
+
+    def __init__(self, docs_for_epoch: Callable[[int], Texts], tokenizer, block_size: int, *,
+                 shuffle_windows: int = 1024, seed: int = 0, position: StreamPosition | None = None) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.docs_for_epoch = docs_for_epoch
+        self.tokenizer = tokenizer
+        self.window = block_size + 1
+        self.shuffle_windows = max(1, int(shuffle_windows))
+        self.seed = seed
+        self.pos = StreamPosition(**asdict(position)) if position else StreamPosition()
+        self._chunk: list[list[int]] = []
+        self._next: tuple[int, int, int] = (0, 0, 0)  # where the chunk after this one starts
+        self._live: tuple | None = None  # (start, ids, open document iterator) of the next chunk
+        self._load_chunk()
+
+    def _load_chunk(self) -> None:
+        """Fill the chunk that starts at ``self.pos`` (epoch, doc, offset) and shuffle it.
+
+        In a straight run the document iterator stays open from chunk to chunk (a
+        long document is tokenized once); after a restart it is reopened at ``doc``.
+        """
+        epoch, doc, offset = self.pos.epoch, self.pos.doc, self.pos.offset
+        for attempt in range(2):  # the chunk may start exactly at the end of a pass
+            if self._live is not None and self._live[0] == (epoch, doc, offset):
+                _, ids, raw = self._live
+                docs = itertools.chain([(doc, ids)], raw)
+            else:
+                raw = document_tokens(self.docs_for_epoch(epoch), self.tokenizer, start_doc=doc)
+                docs = raw
+            self._live = None
+            chunk: list[list[int]] = []
+            buf: list[int] = []
+            nxt = None
+            for i, ids in docs:
+                first_off = offset if i == doc else 0
+                take = ids[first_off:] if first_off else ids
+                buf.extend(take)
+                while len(buf) >= self.window and len(chunk) < self.shuffle_windows:
+                    chunk.append(buf[: self.window])
+                    del buf[: self.window]
+                if len(chunk) == self.shuffle_windows:
+                    # A window was just cut from this document, so the leftover (< one
+                    # window before it) is used up and ``buf`` is a suffix of ``take``.
+                    nxt = (epoch, i, first_off + len(take) - len(buf))
+                    self._live = (nxt, ids, raw)
+                    break
+            if nxt is None:  # the pass ended inside this chunk: next chunk opens the next pass
+                nxt = (epoch + 1, 0, 0)
+            if chunk:
+                break
+            if attempt == 0 and (doc, offset) != (0, 0):
+                epoch, doc, offset = epoch + 1, 0, 0  # we were at the very end of a pass: roll over
+                self.pos = StreamPosition(epoch, 0, 0, self.pos.served)
+                continue
+            raise ValueError(
+                f"the data has fewer than block_size + 1 = {self.window} tokens in a whole pass: "
+                "use more text or a smaller block_size"
+            )
+        rng = random.Random(f"{self.seed}/{epoch}/{doc}/{offset}")
+        rng.shuffle(chunk)
+        self._chunk, self._next = chunk, nxt
+
+    def __iter__(self) -> PackedStream:
+        return self
+
+    def __next__(self) -> list[int]:
+        while self.pos.served >= len(self._chunk):
+            epoch, doc, offset = self._next
+            self.pos = StreamPosition(epoch, doc, offset, self.pos.served - len(self._chunk))
+            self._load_chunk()
+        w = self._chunk[self.pos.served]
+        self.pos.served += 1
+        return w
+
+    def position(self) -> StreamPosition:
+        """The position of the next window (a copy: safe to store in a checkpoint)."""
+        return StreamPosition(**asdict(self.pos))
+
+
+class TrainBatches:
+    """Batches ``(x, y)`` of shape ``(batch_size, block_size)`` for one rank of ``world_size``.
+
+    Each call to ``next()`` consumes ``world_size * batch_size`` windows of the
+    shared stream and returns this rank's ``batch_size`` of them.
+    """
+
+    def __init__(self, stream: PackedStream, batch_size: int, *, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu") -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must be in [0, world_size={world_size})")
+        self.stream, self.batch_size, self.rank, self.world_size = stream, batch_size, rank, world_size
+        self.device = torch.device(device)
+
+    def __iter__(self) -> TrainBatches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [next(self.stream) for _ in range(self.batch_size * self.world_size)]
+        mine = rows[self.rank * self.batch_size: (self.rank + 1) * self.batch_size]
+        t = torch.tensor(mine, dtype=torch.long)  # (B, T+1)
+        x, y = t[:, :-1], t[:, 1:]  # (B, T) each
+        if self.device.type == "cuda":
+            return (x.pin_memory().to(self.device, non_blocking=True),
+                    y.pin_memory().to(self.device, non_blocking=True))
+        return x.to(self.device), y.to(self.device)
+
+    def position(self) -> StreamPosition:
+        return self.stream.position()
+
+
+def train_batches(docs: Texts | Callable[[int], Texts], tokenizer, block_size: int, batch_size: int, *,
+                  shuffle_windows: int = 1024, seed: int = 0, position: StreamPosition | dict | None = None,
+                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> TrainBatches:
+    """Endless training batches from ``docs`` (re-read for each pass), resumable from ``position``.
+
+    ``docs`` is a list of strings, a ``datasets.IterableDataset`` of ``{"text"}``
+    rows (its ``set_epoch`` is called so a shuffled stream reshuffles each pass),
+    or a function ``epoch -> documents``.
+    """
+    if callable(docs) and not hasattr(docs, "__iter__"):
+        docs_for_epoch = docs
+    else:
+        def docs_for_epoch(epoch: int, _docs=docs) -> Texts:
+            if hasattr(_docs, "set_epoch"):
+                _docs.set_epoch(epoch)
+            return _docs
+    if isinstance(position, dict):
+        position = StreamPosition.from_dict(position)
+    stream = PackedStream(docs_for_epoch, tokenizer, block_size, shuffle_windows=shuffle_windows,
+                          seed=seed, position=position)
+    return TrainBatches(stream, batch_size, rank=rank, world_size=world_size, device=device)
+
+
+def val_windows(docs: Texts, tokenizer, block_size: int, max_windows: int) -> torch.Tensor | None:
+    """The first ``max_windows`` windows of the held-out split as one tensor ``(N, block_size + 1)``.
+
+    Fixed once, so every evaluation scores the same tokens and curves are
+    comparable. None (with the reason printed) if the split is too short.
+    """
+    rows: list[list[int]] = []
+    for w in pack_windows(docs, tokenizer, block_size):
+        rows.append(w)
+        if len(rows) >= max_windows:
+            break
+    if not rows:
+        print(f"[minigpt] validation data has fewer than {block_size + 1} tokens: no validation loss")
+        return None
+    return torch.tensor(rows, dtype=torch.long)
