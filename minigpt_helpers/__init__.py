@@ -22,6 +22,23 @@ from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, shakespeare_di
 from .attention import CausalSelfAttention, KVCache, attention, causal_mask
 from .model import GPT, Block, GPTConfig
 # --- training (issue 5) ---
+from .batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .live import plot_history
+from .training import (
+    PRESETS,
+    History,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    get_trained_model,
+    lr_at,
+    make_optimizer,
+    param_groups,
+    preset,
+    recommended_preset,
+    train,
+)
 # --- generation (issue 6) ---
 from .generation import (
     StreamDecoder,
