@@ -18,6 +18,9 @@ from .device import autocast, default_device, default_precision, peak_flops
 # --- data (issue 2) ---
 from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, shakespeare_dir, stream_documents
 # --- tokenizers (issue 3) ---
+from .bpe import GPT4_SPLIT_PATTERN, BPETokenizer
+from .sentencepiece_tokenizer import SentencePieceTokenizer
+from .tokenizer import EOT, CharTokenizer, Tokenizer, default_tokenizer, load_tokenizer
 # --- model (issue 4) ---
 from .attention import CausalSelfAttention, KVCache, attention, causal_mask
 from .model import GPT, Block, GPTConfig
