@@ -44,22 +44,38 @@ def _text(doc: Any) -> str:
     return doc["text"] if isinstance(doc, dict) else doc
 
 
+EOT_TEXT = "<|endoftext|>"
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """``tokenizer.encode(text)``, with a literal "<|endoftext|>" in the text encoded as ordinary text.
+
+    Web text does contain that string; it must not end a document early, and it
+    must not stop training either (our tokenizers refuse it by default).
+    """
+    if EOT_TEXT not in text:
+        return tokenizer.encode(text)
+    ids: list[int] = []
+    for i, part in enumerate(text.split(EOT_TEXT)):
+        if i:
+            ids += tokenizer.encode(EOT_TEXT[:-2]) + tokenizer.encode(EOT_TEXT[-2:])
+        if part:
+            ids += tokenizer.encode(part)
+    return ids
+
+
 def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[tuple[int, list[int]]]:
     """Yield ``(index, ids + [eot])`` for each document from ``start_doc`` on.
 
     Documents before ``start_doc`` are skipped without being tokenized (that is
-    what makes resuming cheap). ``allowed_special="none"``: a literal
-    "<|endoftext|>" inside a document is text, never the separator.
+    what makes resuming cheap). A literal "<|endoftext|>" inside a document is
+    text, never the separator (see :func:`encode_text`).
     """
-    if start_doc and hasattr(docs, "skip"):  # datasets.IterableDataset: skip without iterating our code
-        docs, first = docs.skip(start_doc), start_doc
-    else:
-        first = 0
     eot = tokenizer.eot_id
-    for i, doc in enumerate(docs, start=first):
+    for i, doc in enumerate(docs):
         if i < start_doc:
             continue
-        yield i, tokenizer.encode(_text(doc)) + [eot]
+        yield i, encode_text(tokenizer, _text(doc)) + [eot]
 
 
 def pack_windows(docs: Texts, tokenizer, block_size: int) -> Iterator[list[int]]:

@@ -290,8 +290,9 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     out_dir: where checkpoints go (every ``cfg.checkpoint_every`` steps, at the
         end, and on Ctrl-C). ``resume=True`` continues from the newest one there.
     live: "auto" (live plot in Jupyter, log lines elsewhere), "notebook", "log", "off".
-    callback: called after every step with a dict (step, loss, lr, ...); returning
-        True stops training (cleanly, like Ctrl-C).
+    callback: called after every step (after that step's evaluation, if any) with a
+        dict (step, loss, lr, tokens, train_time, model, history); returning True
+        stops training cleanly, like Ctrl-C.
     """
     cfg = cfg or TrainConfig()
     tok = getattr(model, "tokenizer", None)
@@ -443,7 +444,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
                     last_ckpt = checkpoint() or last_ckpt
                 if callback is not None and callback(dict(step=step, loss=loss_val, lr=lr, tokens=tokens,
-                                                          train_time=train_time, model=model)):
+                                                          train_time=train_time, model=model, history=history)):
                     stop_reason = "callback"
                     break
                 if stop.requested:

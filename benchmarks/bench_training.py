@@ -1,0 +1,213 @@
+"""Training: our recommended CPU preset vs nanoGPT's CPU recipe, and loop overhead.
+
+1. Time to the same validation loss. nanoGPT's README CPU recipe (4 layers,
+   4 heads, 128 wide, context 64, batch 12, dropout 0, no bias, AdamW lr 1e-3,
+   betas (0.9, 0.99), weight decay 0.1 on every matrix, warmup 100, cosine to
+   1e-4 over 2000 iterations, clip 1.0, random windows) written as a plain PyTorch
+   loop, against our ``train()`` with the "cpu" preset. Both read the same
+   character-level Tiny Shakespeare split (first 90 % train, last 10 %
+   validation) and are scored on the same fixed validation windows. The target
+   loss is what the recipe reaches after its 2000 iterations (~1.90); we compare
+   pure training seconds (evaluation excluded) to reach it. Curves go to
+   ``benchmarks/recipe_curves.png``.
+2. Loop overhead: steps/s of ``train()`` vs a plain loop, same model and batch
+   shape, interleaved.
+
+Tiny Shakespeare is benchmark-only data, read from ``../shared/data``; the
+benchmark is skipped (with a message) when it is not there.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import Result
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+sys.path.insert(0, str(ROOT))
+
+from minigpt_helpers import GPT, GPTConfig, TrainConfig, preset, set_seed, stream_documents, train  # noqa: E402
+from minigpt_helpers.batching import val_windows  # noqa: E402
+from minigpt_helpers.tokenizer import CharTokenizer  # noqa: E402
+from minigpt_helpers.training import evaluate  # noqa: E402
+
+EVAL_WINDOWS = 500  # 32k validation tokens, the same for both sides
+NANOGPT = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)
+
+
+def _data():
+    train_text = "".join(d["text"] for d in stream_documents(str(DATA), "train", verbose=False))
+    val_text = "".join(d["text"] for d in stream_documents(str(DATA), "validation", verbose=False))
+    tok = CharTokenizer.train([train_text], unk=True)
+    return tok, train_text, val_text
+
+
+def nanogpt_recipe(tok, train_text: str, val: torch.Tensor, iters: int = 2000, eval_every: int = 100,
+                   stop_at: float | None = None):
+    """nanoGPT's CPU recipe as a plain loop. Returns [(train_seconds, step, val_loss)] and s/step."""
+    set_seed(1337)
+    data = torch.tensor(tok.encode(train_text), dtype=torch.long)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, **NANOGPT))
+    B, T = 12, NANOGPT["block_size"]
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # nanoGPT: every matrix, embeddings included
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.99), fused=True)
+    lr, min_lr, warmup = 1e-3, 1e-4, 100
+
+    def get_lr(it: int) -> float:
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        ratio = (it - warmup) / (iters - warmup)
+        return min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+    curve = [(0.0, 0, evaluate(model, val, 64, torch.device("cpu")))]
+    spent = 0.0
+    model.train()
+    for it in range(iters):
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = get_lr(it)
+        ix = torch.randint(len(data) - T - 1, (B,))
+        x = torch.stack([data[i: i + T] for i in ix])
+        y = torch.stack([data[i + 1: i + 1 + T] for i in ix])
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # nanoGPT reads the loss for logging; keep the same sync
+        spent += time.perf_counter() - t0
+        if (it + 1) % eval_every == 0 or it + 1 == iters:
+            v = evaluate(model, val, 64, torch.device("cpu"))
+            curve.append((spent, it + 1, v))
+            model.train()
+            if stop_at is not None and v <= stop_at:
+                break
+    return curve, spent / (it + 1)
+
+
+def ours(tok, train_text: str, val_text: str, stop_at: float | None, max_steps: int | None = None, **over):
+    """Our recommended CPU preset through train(). Returns [(train_seconds, step, val_loss)]."""
+    mcfg, cfg = preset("cpu", tok.vocab_size, eval_windows=EVAL_WINDOWS, **over)
+    if max_steps is not None:
+        cfg.max_steps = max_steps
+    set_seed(cfg.seed)
+    model = GPT(mcfg)
+    model.tokenizer = tok
+
+    def stop(info) -> bool:
+        h = info["history"]
+        return stop_at is not None and bool(h.val_losses) and h.val_steps[-1] == info["step"] \
+            and h.val_losses[-1] <= stop_at
+
+    r = train(model, [train_text], cfg, val_data=[val_text], live="off", callback=stop)
+    h = r.history
+    return list(zip(h.val_times, h.val_steps, h.val_losses)), cfg
+
+
+def time_to(curve, target: float) -> float | None:
+    """Training seconds at which the validation loss first reaches ``target`` (linear interpolation)."""
+    prev = None
+    for t, _, v in curve:
+        if v <= target:
+            if prev is None:
+                return t
+            (t0, _, v0) = prev
+            return t0 + (t - t0) * (v0 - target) / (v0 - v) if v0 != v else t
+        prev = (t, None, v)
+    return None
+
+
+def loop_overhead(tok, train_text: str, quick: bool) -> Result:
+    """Steps/s of train() vs a plain loop on the same shape (nanoGPT's), interleaved, best of 3."""
+    steps = 10 if quick else 60
+    data = torch.tensor(tok.encode(train_text[:200_000]), dtype=torch.long)
+    B, T = 12, NANOGPT["block_size"]
+
+    def plain() -> float:
+        set_seed(0)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, **NANOGPT))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, fused=True)
+        model.train()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            ix = torch.randint(len(data) - T - 1, (B,))
+            x = torch.stack([data[i: i + T] for i in ix])
+            y = torch.stack([data[i + 1: i + 1 + T] for i in ix])
+            _, loss = model(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.item()
+        return steps / (time.perf_counter() - t0)
+
+    def ours_rate() -> float:
+        set_seed(0)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, **NANOGPT))
+        model.tokenizer = tok
+        cfg = TrainConfig(batch_size=B, max_steps=steps, warmup_steps=10, eval_interval=10**9)
+        r = train(model, [train_text[:200_000]], cfg, live="off")
+        return steps / r.train_time_s
+
+    best_plain = best_ours = 0.0
+    for _ in range(3):  # interleaved: A B A B A B
+        best_plain = max(best_plain, plain())
+        best_ours = max(best_ours, ours_rate())
+    return Result("train() step rate vs plain loop (4x128, B=12, T=64)", best_ours, best_plain, "plain PyTorch loop",
+                  "steps/s", target=1.0, note="same model, batch and optimizer; ours includes packing the stream, "
+                  "the schedule, NaN check and history")
+
+
+def plot(ref_curve, our_curve, target: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
+    ax.plot([c[0] for c in ref_curve], [c[2] for c in ref_curve], "o-", ms=3, label="nanoGPT CPU recipe (plain loop)")
+    ax.plot([c[0] for c in our_curve], [c[2] for c in our_curve], "o-", ms=3, label="ours: train(), preset 'cpu'")
+    ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target:.3f}")
+    ax.set_xlabel("training time (s, evaluation excluded)")
+    ax.set_ylabel("validation loss (nats/char)")
+    ax.set_ylim(top=min(4.5, max(c[2] for c in ref_curve + our_curve) + 0.1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Character-level Tiny Shakespeare, same validation windows")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(quick: bool) -> list[Result]:
+    if not DATA.exists():
+        print(f"   skipped: {DATA} not found (benchmark-only data)")
+        return []
+    tok, train_text, val_text = _data()
+    val = val_windows([val_text], tok, NANOGPT["block_size"], EVAL_WINDOWS)
+    results = [loop_overhead(tok, train_text, quick)]
+    iters = 40 if quick else 2000
+    ref_curve, _ = nanogpt_recipe(tok, train_text, val, iters=iters, eval_every=20 if quick else 100)
+    target = ref_curve[-1][2]
+    ref_time = ref_curve[-1][0]
+    our_curve, cfg = ours(tok, train_text, val_text, stop_at=target,
+                          **({"max_steps": 40, "eval_interval": 10} if quick else {}))
+    t_ours = time_to(our_curve, target)
+    note = (f"target = the recipe's validation loss after {iters} iterations ({target:.3f}); "
+            f"ours: {our_curve[-1][1]} steps of batch {cfg.batch_size}, lr {cfg.lr:g}")
+    if t_ours is None:
+        t_ours = float("inf")
+        note += f"; ours did NOT reach it (best {min(c[2] for c in our_curve):.3f})"
+    results.append(Result(f"time to val loss {target:.2f} (char Tiny Shakespeare, CPU)", t_ours, ref_time,
+                          "nanoGPT CPU recipe", "s", lower_is_better=True, target=None if quick else 2.0,
+                          note=note))
+    if not quick:
+        plot(ref_curve, our_curve, target, Path(__file__).resolve().parent / "recipe_curves.png")
+    return results

@@ -1,0 +1,106 @@
+"""Packing the token stream into windows, shuffling within chunks, resuming, sharding by rank."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigpt_helpers.batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
+from minigpt_helpers.tokenizer import CharTokenizer
+
+DOCS = ["hello world", "abc", "the quick brown fox jumps over the lazy dog " * 3, "x", "Zebra crossing!"]
+TOK = CharTokenizer.train(["".join(DOCS) + "qwertyuiopasdfghjklzxcvbnm"])
+
+
+def _stream(docs):
+    return [t for d in docs for t in TOK.encode(d) + [TOK.eot_id]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=st.lists(st.text(alphabet="abcdefgh xyz", min_size=0, max_size=40), min_size=1, max_size=8),
+       block=st.integers(1, 12))
+def test_pack_loses_and_duplicates_nothing(docs, block):
+    windows = list(pack_windows(docs, TOK, block))
+    stream = _stream(docs)
+    assert all(len(w) == block + 1 for w in windows)
+    flat = [t for w in windows for t in w]
+    # the windows are the stream, in order, cut every block+1 tokens; only a short tail is dropped
+    assert flat == stream[: len(flat)]
+    assert len(stream) - len(flat) < block + 1
+
+
+def test_eot_separates_documents():
+    flat = [t for w in pack_windows(DOCS, TOK, 7) for t in w]
+    text = TOK.decode(flat)
+    assert text.startswith("hello world<|endoftext|>abc<|endoftext|>the quick")
+    assert flat.count(TOK.eot_id) == text.count("<|endoftext|>") >= 3
+
+
+def test_literal_eot_text_is_not_a_separator():
+    tok = CharTokenizer.train(["ab<|endoftext|> plain"])
+    ids = [t for w in pack_windows(["a<|endoftext|>b"], tok, 3) for t in w]
+    assert ids.count(tok.eot_id) <= 1  # only the real separator after the document
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 1000])
+def test_one_pass_is_a_permutation_of_the_windows(chunk):
+    windows = list(pack_windows(DOCS, TOK, 4))
+    ps = PackedStream(lambda epoch: DOCS, TOK, 4, shuffle_windows=chunk, seed=1)
+    seen = [next(ps) for _ in range(len(windows))]
+    assert sorted(map(tuple, seen)) == sorted(map(tuple, windows))
+    assert ps.position().epoch in (0, 1)
+    if chunk > 1:  # shuffled, deterministically
+        assert seen != windows
+        ps2 = PackedStream(lambda epoch: DOCS, TOK, 4, shuffle_windows=chunk, seed=1)
+        assert [next(ps2) for _ in range(len(windows))] == seen
+
+
+@pytest.mark.parametrize("n_before", [0, 1, 7, 13, 29, 30, 31, 61])
+def test_resume_from_position_continues_exactly(n_before):
+    make = lambda: PackedStream(lambda epoch: DOCS, TOK, 4, shuffle_windows=5, seed=3)  # noqa: E731
+    a = make()
+    for _ in range(n_before):
+        next(a)
+    pos = a.position()
+    expected = [next(a) for _ in range(40)]  # crosses chunk and epoch boundaries
+    b = PackedStream(lambda epoch: DOCS, TOK, 4, shuffle_windows=5, seed=3,
+                     position=StreamPosition.from_dict(pos.to_dict()))
+    assert [next(b) for _ in range(40)] == expected
+
+
+def test_ranks_get_disjoint_rows_of_the_single_process_batch():
+    single = train_batches(DOCS, TOK, 4, batch_size=6, shuffle_windows=8, seed=0)
+    ranks = [train_batches(DOCS, TOK, 4, batch_size=3, shuffle_windows=8, seed=0, rank=r, world_size=2)
+             for r in range(2)]
+    for _ in range(5):
+        x, y = next(single)
+        parts = [next(b) for b in ranks]
+        assert x.shape == (6, 4) and y.shape == (6, 4)
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[1] for p in parts]), y)
+        assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one token
+
+
+def test_datasets_iterable_dataset_and_epochs():
+    from datasets import IterableDataset
+
+    ds = IterableDataset.from_generator(lambda: ({"text": d, "source": "t"} for d in DOCS))
+    batches = train_batches(ds, TOK, 4, batch_size=4, shuffle_windows=4, seed=0)
+    n_windows = len(list(pack_windows(DOCS, TOK, 4)))
+    for _ in range(3 * n_windows // 4):  # several passes over the data
+        next(batches)
+    assert batches.position().epoch >= 2
+
+
+def test_too_little_data_says_so():
+    with pytest.raises(ValueError, match="fewer than block_size"):
+        PackedStream(lambda epoch: ["ab"], TOK, 16)
+
+
+def test_val_windows():
+    v = val_windows(DOCS, TOK, 4, max_windows=3)
+    assert v.shape == (3, 5)
+    assert v.flatten().tolist() == _stream(DOCS)[:15]
+    assert val_windows(["ab"], TOK, 16, 10) is None
