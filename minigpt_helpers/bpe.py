@@ -287,6 +287,9 @@ class BPETokenizer(Tokenizer):
             return b"<|endoftext|>"
         return self._vocab[i]
 
+    def __reduce__(self):  # picklable (e.g. for DataLoader workers): rebuild from merges, cache not copied
+        return (type(self), (self.merges, self.pattern))
+
     # -- persistence ---------------------------------------------------------------------
     def _to_config(self, directory: Path) -> dict[str, Any]:
         return {"pattern": self.pattern, "merges": [list(p) for p in self.merges]}

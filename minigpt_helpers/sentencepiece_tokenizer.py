@@ -18,6 +18,7 @@ most ``max_sentence_length`` bytes), so documents are fed line by line.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -107,7 +108,7 @@ class SentencePieceTokenizer(Tokenizer):
             model_type=model_type,
             vocab_size=vocab_size,
             byte_fallback=True,
-            character_coverage=1.0,
+            character_coverage=0.9995,  # rare characters fall back to bytes (still exact)
             normalization_rule_name="identity",
             add_dummy_prefix=False,
             remove_extra_whitespaces=False,
@@ -125,7 +126,17 @@ class SentencePieceTokenizer(Tokenizer):
         )
         options.update(spm_options)
         t0 = time.perf_counter()
-        spm.SentencePieceTrainer.train(sentence_iterator=all_sentences(), model_writer=model, **options)
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=all_sentences(), model_writer=model, **options)
+        except RuntimeError as e:
+            need = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+            if need:
+                raise ValueError(
+                    f"vocab_size ({vocab_size}) is too small for this text: SentencePiece needs at least "
+                    f"{need.group(2)} (its characters, 256 byte pieces, <unk>, <|endoftext|>); "
+                    "raise vocab_size or lower character_coverage"
+                ) from None
+            raise
         tok = cls(model.getvalue(), model_type)
         if verbose:
             print(f"SentencePieceTokenizer ({model_type}): vocab {tok.vocab_size} from {counted['n']:,} lines "
@@ -155,6 +166,9 @@ class SentencePieceTokenizer(Tokenizer):
     def id_to_piece(self, i: int) -> str:
         """The piece string for id ``i`` (spaces show as "▁", bytes as ``<0xNN>``)."""
         return self.sp.id_to_piece(int(i))
+
+    def __reduce__(self):  # picklable (e.g. for DataLoader workers): rebuild from the serialized model
+        return (type(self), (self.model_proto, self.model_type))
 
     def _to_config(self, directory: Path) -> dict[str, Any]:
         (directory / MODEL_NAME).write_bytes(self.model_proto)

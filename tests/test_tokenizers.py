@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import random
 from pathlib import Path
 
@@ -228,6 +229,14 @@ def test_save_load_round_trip_gives_identical_ids(name: str, request: pytest.Fix
         assert loaded.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
 
 
+@pytest.mark.parametrize("name", ["char", "bpe", "sp_bpe"])
+def test_tokenizers_pickle(name: str, request: pytest.FixtureRequest) -> None:
+    tok = request.getfixturevalue(name)
+    text = "To be, or not to be" + EOT + "that is the question."
+    again = pickle.loads(pickle.dumps(tok))
+    assert again.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
+
+
 def test_load_wrong_file_gives_clear_errors(tmp_path: Path, bpe: BPETokenizer) -> None:
     with pytest.raises(FileNotFoundError, match="no saved tokenizer"):
         load_tokenizer(tmp_path / "nothing-here")
@@ -271,6 +280,10 @@ def test_bpe_vocab_size_below_257_is_a_clear_error(vocab_size: int) -> None:
 def test_sentencepiece_vocab_too_small_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="too small"):
         SentencePieceTokenizer.train(["some text"], vocab_size=100)
+    text = "".join(chr(0x4E00 + i) for i in range(200))  # 200 distinct characters, all required
+    with pytest.raises(ValueError, match="needs at least 458"):  # 200 characters + 256 bytes + <unk> + EOT
+        SentencePieceTokenizer.train([text] * 3, vocab_size=400, character_coverage=1.0)
+    assert SentencePieceTokenizer.train([text] * 3, vocab_size=458, character_coverage=1.0).vocab_size == 458
 
 
 def test_train_accepts_stream_documents_dicts() -> None:
