@@ -462,9 +462,30 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                         f"{' and checkpoint ' + str(last_ckpt) if last_ckpt else ''} kept")
     monitor.close(history)
     if world > 1:
-        torch.distributed.barrier()
+        diff = replica_difference(model)
+        if main:
+            print(f"[minigpt] {world} replicas identical: {'yes' if diff == 0 else 'NO'} (max |difference| {diff:g})")
+        if diff > 0:
+            raise RuntimeError(f"data-parallel replicas diverged (max |difference| {diff:g}): "
+                               "this is a bug; please report it with your command line")
     model.eval()
     return TrainResult(model, history, step, stop_reason, last_ckpt, tokens, train_time)
+
+
+def replica_difference(model: nn.Module) -> float:
+    """Largest |difference| between this process's weights and rank 0's (0.0 when in sync).
+
+    DDP averages gradients, so every replica applies the same update and the
+    weights should stay bit-identical; this checks it (one broadcast of the model).
+    """
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())
 
 
 # ------------------------------------------------------------------------------ chapter 06's entry point
