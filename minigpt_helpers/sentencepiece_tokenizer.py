@@ -12,8 +12,8 @@ characters, not bytes, and treats the space as an ordinary symbol (shown as
   three byte pieces instead (see :meth:`_encode_ordinary`).
 
 Training goes through ``sentence_iterator``, so it reads the same iterable of
-strings as the other tokenizers. SentencePiece trains on *sentences* (lines of at
-most ``max_sentence_length`` bytes), so documents are fed line by line.
+strings as the other tokenizers. SentencePiece trains on *sentences* of at most
+4192 bytes, so documents are fed in pieces of whole lines (see :func:`training_pieces`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,33 @@ MODEL_NAME = "sentencepiece.model"
 META = "\u2581"  # SentencePiece's visible space
 
 
-def _lines(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+def training_pieces(texts: Iterable[str], max_chars: int = 1000) -> Iterator[str]:
+    """Cut documents into SentencePiece "sentences": runs of whole lines, newlines kept, ~``max_chars`` long.
+
+    SentencePiece trains on sentences of at most ``max_sentence_length`` bytes (4192)
+    and skips longer ones, so whole documents cannot be fed as they are. Feeding
+    single lines would hide every newline from it (and each "\n" would then cost a
+    byte token); pieces of whole lines keep them, so it can learn tokens like ".\n".
+    1000 characters are at most 4000 bytes of UTF-8, under the limit.
+    """
     for text in iter_texts(texts):
         for part in text.split(EOT):
-            for line in part.splitlines():
-                if line.strip():
-                    yield line if len(line) * 4 <= max_bytes else line[: max_bytes // 4]
+            buf = ""
+            for line in part.splitlines(keepends=True):
+                while len(line) > max_chars:  # a very long line: flush, then cut it into slices
+                    if buf.strip():
+                        yield buf
+                    buf = ""
+                    if line[:max_chars].strip():
+                        yield line[:max_chars]
+                    line = line[max_chars:]
+                if len(buf) + len(line) > max_chars:
+                    if buf.strip():
+                        yield buf
+                    buf = ""
+                buf += line
+            if buf.strip():
+                yield buf
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -83,11 +104,10 @@ class SentencePieceTokenizer(Tokenizer):
                 f"vocab_size ({vocab_size}) too small for SentencePiece with byte fallback: it needs "
                 "<unk>, <|endoftext|> and 256 byte pieces plus the characters of the text; use e.g. 1024"
             )
-        max_bytes = 4192
         counted = {"n": 0}
 
         def sentences() -> Iterator[str]:
-            for line in _lines(texts, max_bytes):
+            for line in training_pieces(texts):
                 counted["n"] += 1
                 yield line
                 if counted["n"] >= max_sentences:
@@ -119,7 +139,7 @@ class SentencePieceTokenizer(Tokenizer):
             bos_id=-1,
             eos_id=-1,
             pad_id=-1,
-            max_sentence_length=max_bytes,
+            max_sentence_length=4192,
             hard_vocab_limit=False,
             num_threads=2,
             minloglevel=0 if verbose else 2,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from minigpt_helpers import bpe as bpe_module
 from minigpt_helpers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
-from minigpt_helpers.sentencepiece_tokenizer import SentencePieceTokenizer
+from minigpt_helpers.sentencepiece_tokenizer import SentencePieceTokenizer, training_pieces
 from minigpt_helpers.tokenizer import EOT, CharTokenizer, load_tokenizer
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -275,6 +275,15 @@ def test_a_single_string_is_rejected(cls: type) -> None:
 def test_bpe_vocab_size_below_257_is_a_clear_error(vocab_size: int) -> None:
     with pytest.raises(ValueError, match="at least 257"):
         BPETokenizer.train(["some text"], vocab_size=vocab_size)
+
+
+@FAST
+@given(st.lists(st.text(alphabet=st.sampled_from("ab \n\t."), max_size=400), max_size=4), st.integers(5, 60))
+def test_sentencepiece_training_pieces_keep_all_text_and_stay_short(texts: list[str], max_chars: int) -> None:
+    pieces = list(training_pieces(texts, max_chars=max_chars))
+    assert all(0 < len(p) <= max_chars and p.strip() for p in pieces)
+    squeeze = str.maketrans("", "", " \n\t")
+    assert "".join(pieces).translate(squeeze) == "".join(texts).translate(squeeze)
 
 
 def test_sentencepiece_vocab_too_small_is_a_clear_error() -> None:
