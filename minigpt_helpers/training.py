@@ -395,7 +395,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                 t0 = time.perf_counter()
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                loss_sum = torch.zeros((), device=device)
+                loss_sum = None
                 for micro in range(cfg.grad_accum):
                     x, y = next(batches)  # (B, T) each
                     sync = micro == cfg.grad_accum - 1
@@ -405,7 +405,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                             _, loss = runner(x, y)
                         loss = loss / cfg.grad_accum
                         (scaler.scale(loss) if scaler else loss).backward()
-                    loss_sum += loss.detach()
+                    loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
                 if world > 1:
                     torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
                 loss_val = loss_sum.item()  # the loss at every iteration (a host sync: cheap next to a step)
