@@ -50,7 +50,7 @@ def main() -> None:
     print("   they span word boundaries (e.g. 'word.\\n' or ' of the'), which the GPT-4 pattern forbids.")
     print(f"   bytes/token on held-out text: no pre-split {bytes_per_token(plain, val_text):.2f}, "
           f"GPT-4 pre-split {bytes_per_token(gpt4, val_text):.2f}")
-    print("   (no pre-split can compress its own training text a bit more, but spends merges on one-off phrases)")
+    print("   merges spent on phrases like 'COUNTESS.\\n' that only pay off in the text they were learned from")
 
     # 2. Encode with our own merges: pre-split, then apply every merge in training order to each chunk.
     split = regex.compile(m.GPT4_SPLIT_PATTERN)
