@@ -353,6 +353,8 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     if use_compile:
         runner = torch.compile(runner)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    if scaler is not None and saved is not None and saved[1].get("scaler"):
+        scaler.load_state_dict(saved[1]["scaler"])
 
     tokens_per_step = cfg.batch_size * block * cfg.grad_accum * world
     peak = peak_flops(device, precision)
@@ -363,7 +365,8 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         if out_dir is None or not main:
             return None
         state = dict(elapsed=elapsed, train_time=train_time, tokens=tokens, position=batches.position().to_dict(),
-                     history=history.to_dict(), train_config=cfg.to_dict(), world_size=world)
+                     history=history.to_dict(), train_config=cfg.to_dict(), world_size=world,
+                     scaler=scaler.state_dict() if scaler is not None else None)
         return save_checkpoint(out_dir, model, step=step, optimizer=optimizer, trainer=state)
 
     def run_eval() -> None:
