@@ -84,6 +84,7 @@ class KVCache:
     filled. Create one with ``model.new_kv_cache(batch_size)``; the model's forward
     writes the new keys/values of each layer at ``pos .. pos+T-1`` and advances ``pos``
     by T once all layers are done. ``reset()`` starts a new sequence (no reallocation).
+    Use it for inference, under ``torch.no_grad()``: the buffers are written in place.
     """
 
     def __init__(
