@@ -143,8 +143,9 @@ def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
     """Learning rate for optimizer step ``step`` (0-based).
 
     Linear warmup over ``warmup_steps``, then cosine decay from ``lr`` to
-    ``min_lr``. ``progress`` in [0, 1] (fraction of the time budget used)
-    replaces step-based progress when training for a wall-clock budget.
+    ``min_lr``. ``progress`` in [0, 1] (fraction of the time budget left after
+    warmup that is used) replaces step-based progress when training for a
+    wall-clock budget.
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
@@ -318,6 +319,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     # --- state: fresh, or from the newest checkpoint in out_dir
     set_seed(cfg.seed + rank)
     step, elapsed, train_time, tokens, position, history = 0, 0.0, 0.0, 0, None, History()
+    t_warm: float | None = None  # elapsed seconds when warmup ended (time-budget schedule)
     model.to(device)
     optimizer = make_optimizer(model, cfg, device)
     saved = load_training_state(out_dir) if (resume and out_dir is not None) else None
@@ -330,6 +332,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         load_model(model, str(ckpt / "model.safetensors"), strict=True, device=str(device))
         optimizer.load_state_dict(optim_sd)
         step, elapsed, train_time, tokens = st["step"], st["elapsed"], st["train_time"], st["tokens"]
+        t_warm = st.get("t_warm")
         position, history = StreamPosition.from_dict(st["position"]), History.from_dict(st["history"])
         set_rng_state(rng, st["rng"])  # rank 0's states (only rank 0 saves): matters for dropout only
         if main:
@@ -366,7 +369,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
             return None
         state = dict(elapsed=elapsed, train_time=train_time, tokens=tokens, position=batches.position().to_dict(),
                      history=history.to_dict(), train_config=cfg.to_dict(), world_size=world,
-                     scaler=scaler.state_dict() if scaler is not None else None)
+                     scaler=scaler.state_dict() if scaler is not None else None, t_warm=t_warm)
         return save_checkpoint(out_dir, model, step=step, optimizer=optimizer, trainer=state)
 
     def run_eval() -> None:
@@ -393,7 +396,11 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                 if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
                     stop_reason = "time budget"
                     break
-                progress = elapsed / cfg.time_budget_s if cfg.max_steps is None else None
+                if step >= cfg.warmup_steps and t_warm is None:
+                    t_warm = elapsed  # the cosine spans the budget left after warmup
+                progress = None
+                if cfg.max_steps is None:
+                    progress = (elapsed - t_warm) / max(cfg.time_budget_s - t_warm, 1e-9) if t_warm is not None else 0.0
                 lr = lr_at(step, cfg, progress)
                 t0 = time.perf_counter()
                 for g in optimizer.param_groups:
