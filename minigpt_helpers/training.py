@@ -98,8 +98,8 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "doc": "Recommended on a laptop CPU: nanoGPT's CPU model (4 layers x 128 wide, context 64), "
-               "larger batch and learning rate, no dropout; reaches nanoGPT's validation loss in under "
-               "half its time on character-level Shakespeare.",
+               "larger batch and learning rate, no dropout. NOT yet tuned: on char-level Tiny Shakespeare "
+               "it measured 0.9x nanoGPT's recipe in time to val loss 1.90 (benchmarks/bench_training.py).",
         "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
         "train": dict(batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=50, max_steps=1000,
                       weight_decay=0.1, beta2=0.99, eval_interval=100, eval_windows=200),
