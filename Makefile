@@ -35,7 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
 
 lint: setup
 	$(VENV)/bin/ruff check minigpt_helpers tests benchmarks solutions notebooks
