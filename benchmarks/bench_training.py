@@ -47,6 +47,19 @@ def _data():
     return tok, train_text, val_text
 
 
+def plain_step(model, opt, data: torch.Tensor, B: int, T: int) -> float:
+    """One step of nanoGPT's loop: random windows, forward, backward, clip 1.0, AdamW."""
+    ix = torch.randint(len(data) - T - 1, (B,))
+    x = torch.stack([data[i: i + T] for i in ix])
+    y = torch.stack([data[i + 1: i + 1 + T] for i in ix])
+    _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()  # nanoGPT reads the loss for logging; keep the same sync
+
+
 def nanogpt_recipe(tok, train_text: str, val: torch.Tensor, iters: int = 2000, eval_every: int = 100,
                    stop_at: float | None = None):
     """nanoGPT's CPU recipe as a plain loop. Returns [(train_seconds, step, val_loss)] and s/step."""
@@ -73,15 +86,7 @@ def nanogpt_recipe(tok, train_text: str, val: torch.Tensor, iters: int = 2000, e
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = get_lr(it)
-        ix = torch.randint(len(data) - T - 1, (B,))
-        x = torch.stack([data[i: i + T] for i in ix])
-        y = torch.stack([data[i + 1: i + 1 + T] for i in ix])
-        _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()  # nanoGPT reads the loss for logging; keep the same sync
+        plain_step(model, opt, data, B, T)
         spent += time.perf_counter() - t0
         if (it + 1) % eval_every == 0 or it + 1 == iters:
             v = evaluate(model, val, 64, torch.device("cpu"))
@@ -144,15 +149,7 @@ def loop_overhead(tok, train_text: str, quick: bool) -> Result:
         times = []
         for _ in range(steps):
             t0 = time.perf_counter()
-            ix = torch.randint(len(data) - T - 1, (B,))
-            x = torch.stack([data[i: i + T] for i in ix])
-            y = torch.stack([data[i + 1: i + 1 + T] for i in ix])
-            _, loss = model(x, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss.item()
+            plain_step(model, opt, data, B, T)
             times.append(time.perf_counter() - t0)
         return times
 
