@@ -88,9 +88,11 @@ def pack_windows(docs: Texts, tokenizer, block_size: int) -> Iterator[list[int]]
     buf: list[int] = []
     for _, ids in document_tokens(docs, tokenizer):
         buf.extend(ids)
-        while len(buf) >= n:
-            yield buf[:n]
-            del buf[:n]
+        start = 0
+        while start + n <= len(buf):  # by index: deleting from the front is quadratic
+            yield buf[start: start + n]
+            start += n
+        buf = buf[start:]
 
 
 @dataclass
@@ -154,21 +156,28 @@ class PackedStream:
                 docs = raw
             self._live = None
             chunk: list[list[int]] = []
-            buf: list[int] = []
+            buf: list[int] = []  # the start of a window that spans documents (< one window)
             nxt = None
             for i, ids in docs:
-                first_off = offset if i == doc else 0
-                take = ids[first_off:] if first_off else ids
-                buf.extend(take)
-                while len(buf) >= self.window and len(chunk) < self.shuffle_windows:
-                    chunk.append(buf[: self.window])
-                    del buf[: self.window]
+                # Cut windows by index: ``del buf[:n]`` on a long document's token list
+                # would shift the whole list for every window (quadratic in its length).
+                start, n = (offset if i == doc else 0), len(ids)
+                if buf:  # finish the window begun in earlier documents
+                    need = self.window - len(buf)
+                    buf.extend(ids[start: start + need])
+                    start = min(n, start + need)
+                    if len(buf) < self.window:
+                        continue
+                    chunk.append(buf)
+                    buf = []
+                while len(chunk) < self.shuffle_windows and start + self.window <= n:
+                    chunk.append(ids[start: start + self.window])
+                    start += self.window
                 if len(chunk) == self.shuffle_windows:
-                    # A window was just cut from this document, so the leftover (< one
-                    # window before it) is used up and ``buf`` is a suffix of ``take``.
-                    nxt = (epoch, i, first_off + len(take) - len(buf))
+                    nxt = (epoch, i, start)  # the next chunk starts at the first unused token
                     self._live = (nxt, ids, raw)
                     break
+                buf = ids[start:]
             if nxt is None:  # the pass ended inside this chunk: next chunk opens the next pass
                 nxt = (epoch + 1, 0, 0)
             if chunk:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from minigpt_helpers.batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
@@ -55,6 +55,29 @@ def test_one_pass_is_a_permutation_of_the_windows(chunk):
         assert seen != windows
         ps2 = PackedStream(lambda epoch: DOCS, TOK, 4, shuffle_windows=chunk, seed=1)
         assert [next(ps2) for _ in range(len(windows))] == seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(docs=st.lists(st.text(alphabet="abcdefgh xyz", min_size=0, max_size=60), min_size=1, max_size=8),
+       block=st.integers(1, 9), chunk=st.integers(1, 7), cut=st.integers(0, 40))
+def test_chunks_and_resume_over_random_documents(docs, block, chunk, cut):
+    """Windows cut across short and long documents and chunk edges: each pass is a permutation
+    of pack_windows' windows, and a stream rebuilt from any position continues identically."""
+    windows = list(pack_windows(docs, TOK, block))
+    assume(windows)
+    make = lambda position=None: PackedStream(lambda epoch: docs, TOK, block, shuffle_windows=chunk,  # noqa: E731
+                                              seed=2, position=position)
+    a = make()
+    for _ in range(2):  # two passes
+        one_pass = [next(a) for _ in range(len(windows))]
+        assert sorted(map(tuple, one_pass)) == sorted(map(tuple, windows))
+    a = make()
+    for _ in range(cut):
+        next(a)
+    pos = a.position()
+    expected = [next(a) for _ in range(len(windows) + 5)]
+    b = make(pos)
+    assert [next(b) for _ in range(len(windows) + 5)] == expected
 
 
 @pytest.mark.parametrize("n_before", [0, 1, 7, 13, 29, 30, 31, 61])
