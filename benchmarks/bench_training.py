@@ -226,11 +226,13 @@ def run(quick: bool) -> list[Result]:
     ref_curve, _ = nanogpt_recipe(tok, train_text, val, iters=iters, eval_every=20 if quick else 100)
     target = ref_curve[-1][2]
     ref_time = ref_curve[-1][0]
+    mcfg = preset("cpu", tok.vocab_size)[0]
     our_curve, cfg = ours(tok, train_text, val_text, stop_at=target,
                           **({"max_steps": 40, "eval_interval": 10} if quick else {}))
     t_ours = time_to(our_curve, target)
     note = (f"target = the recipe's validation loss after {iters} iterations ({target:.3f}); "
-            f"ours: {our_curve[-1][1]} steps of batch {cfg.batch_size}, lr {cfg.lr:g}")
+            f"ours: preset 'cpu' ({mcfg.n_layer} layers x {mcfg.n_embd}), {our_curve[-1][1]} steps of batch "
+            f"{cfg.batch_size}, lr {cfg.lr:g}; recipe: 4 layers x 128, batch 12, lr 0.001")
     if t_ours is None:
         t_ours = float("inf")
         note += f"; ours did NOT reach it (best {min(c[2] for c in our_curve):.3f})"
