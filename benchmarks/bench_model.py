@@ -61,7 +61,7 @@ def run(quick: bool) -> list[Result]:
         B, rounds, repeat = 4, 2, 2
     else:
         cfg = GPTConfig(vocab_size=1024, block_size=256, n_layer=4, n_head=8, n_embd=256)
-        B, rounds, repeat = 8, 3, 3
+        B, rounds, repeat = 8, 5, 3
     torch.manual_seed(0)
     ours = GPT(cfg).train()
     ref = ReferenceGPT(cfg).train()

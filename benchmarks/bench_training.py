@@ -12,7 +12,7 @@
    pure training seconds (evaluation excluded) to reach it. Curves go to
    ``benchmarks/recipe_curves.png``.
 2. Loop overhead: steps/s of ``train()`` vs a plain loop, same model and batch
-   shape, interleaved: nanoGPT's loop as it runs on a CPU (the target), and the
+   shape, interleaved step by step: nanoGPT's loop as it runs on a CPU (the target), and the
    same loop with the fused AdamW kernel ours uses (for information).
 
 Tiny Shakespeare is benchmark-only data, read from ``../shared/data``; the
@@ -138,54 +138,53 @@ def nanogpt_optimizer(model, fused: bool) -> torch.optim.AdamW:
 
 
 def loop_overhead(tok, train_text: str, quick: bool) -> list[Result]:
-    """Steps/s of train() vs plain loops on the same shape (nanoGPT's), interleaved.
+    """Steps/s of train() vs plain loops on the same shape (nanoGPT's), interleaved step by step.
 
     Two plain loops: nanoGPT's loop as it runs on a CPU (its ``configure_optimizers``
     turns the fused AdamW kernel on for CUDA only), which is the target, and the
-    same loop with the fused kernel, for information. Per-step times are collected
-    on every side over interleaved rounds; the rate is 1 / (20th-percentile step
-    time), which ignores the slow steps a busy machine inserts at random.
+    same loop with the fused kernel, for information. After each step of
+    ``train()``, its callback runs one step of each plain loop, so all three see
+    the same machine conditions (a busy shared machine drifts over seconds). The
+    rate is 1 / (20th-percentile step time), which ignores the slow steps that
+    other processes insert at random.
     """
-    steps = 12 if quick else 60
-    rounds = 2 if quick else 5
+    steps = 12 if quick else 100
+    rounds = 1 if quick else 3
     text = train_text[:200_000]
     data = torch.tensor(tok.encode(text), dtype=torch.long)
     B, T = 12, NANOGPT["block_size"]
+    ref_times: list[float] = []
+    fused_times: list[float] = []
+    our_times: list[float] = []
 
-    def plain(fused: bool) -> list[float]:
+    def new_model() -> GPT:
         set_seed(0)
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, **NANOGPT))
-        opt = nanogpt_optimizer(model, fused)
-        model.train()
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            plain_step(model, opt, data, B, T)
-            times.append(time.perf_counter() - t0)
-        return times
+        return GPT(GPTConfig(vocab_size=tok.vocab_size, **NANOGPT)).train()
 
-    def ours_() -> list[float]:
-        set_seed(0)
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, **NANOGPT))
+    for _ in range(rounds):
+        plain = [(m, nanogpt_optimizer(m, fused), times) for m, fused, times in
+                 ((new_model(), False, ref_times), (new_model(), True, fused_times))]
+        model = new_model()
         model.tokenizer = tok
-        cfg = TrainConfig(batch_size=B, max_steps=steps, warmup_steps=10, eval_interval=10**9)
         marks: list[float] = []
-        train(model, [text], cfg, live="off", callback=lambda info: marks.append(info["train_time"]))
-        return [b - a for a, b in zip([0.0] + marks, marks)]  # train_time excludes the callback itself
+
+        def after_step(info, plain=plain, marks=marks) -> None:
+            marks.append(info["train_time"])  # train() excludes its callback from train_time
+            for m, opt, times in plain:
+                t0 = time.perf_counter()
+                plain_step(m, opt, data, B, T)
+                times.append(time.perf_counter() - t0)
+
+        cfg = TrainConfig(batch_size=B, max_steps=steps, warmup_steps=10, eval_interval=10**9)
+        train(model, [text], cfg, live="off", callback=after_step)
+        our_times += [b - a for a, b in zip([0.0] + marks, marks)]
 
     def rate(times: list[float]) -> float:
         return 1.0 / sorted(times)[len(times) // 5]
 
-    ref_times: list[float] = []
-    fused_times: list[float] = []
-    our_times: list[float] = []
-    for _ in range(rounds):  # interleaved: A B C A B C ...; the first steps of each warm caches up
-        ref_times += plain(False)[2:]
-        our_times += ours_()[2:]
-        fused_times += plain(True)[2:]
     name = "train() step rate vs {} (4x128, B=12, T=64)"
     note = (f"same model and batch; ours includes packing the stream, the schedule, the NaN check and the "
-            f"history; 1 / 20th-percentile step time over {rounds} interleaved rounds")
+            f"history; steps interleaved one by one, {rounds} x {steps}; 1 / 20th-percentile step time")
     return [
         Result(name.format("nanoGPT's CPU loop"), rate(our_times), rate(ref_times), "plain loop, AdamW as nanoGPT "
                "runs it on CPU (not fused)", "steps/s", target=1.0, note=note + "; ours uses the fused AdamW kernel"),
