@@ -97,7 +97,7 @@ def nanogpt_recipe(tok, train_text: str, val: torch.Tensor, iters: int = 2000, e
 
 
 def ours(tok, train_text: str, val_text: str, stop_at: float | None, max_steps: int | None = None, **over):
-    """Our recommended CPU preset through train(). Returns [(train_seconds, step, val_loss)]."""
+    """Our recommended CPU preset through train(). Returns [(train_seconds, step, val_loss)] and both configs."""
     mcfg, cfg = preset("cpu", tok.vocab_size, eval_windows=EVAL_WINDOWS, **over)
     if max_steps is not None:
         cfg.max_steps = max_steps
@@ -112,7 +112,7 @@ def ours(tok, train_text: str, val_text: str, stop_at: float | None, max_steps: 
 
     r = train(model, [train_text], cfg, val_data=[val_text], live="off", callback=stop)
     h = r.history
-    return list(zip(h.val_times, h.val_steps, h.val_losses)), cfg
+    return list(zip(h.val_times, h.val_steps, h.val_losses)), mcfg, cfg
 
 
 def time_to(curve, target: float) -> float | None:
@@ -225,8 +225,7 @@ def run(quick: bool) -> list[Result]:
     ref_curve, _ = nanogpt_recipe(tok, train_text, val, iters=iters, eval_every=20 if quick else 100)
     target = ref_curve[-1][2]
     ref_time = ref_curve[-1][0]
-    mcfg = preset("cpu", tok.vocab_size)[0]
-    our_curve, cfg = ours(tok, train_text, val_text, stop_at=target,
+    our_curve, mcfg, cfg = ours(tok, train_text, val_text, stop_at=target,
                           **({"max_steps": 40, "eval_interval": 10} if quick else {}))
     t_ours = time_to(our_curve, target)
     note = (f"target = the recipe's validation loss after {iters} iterations ({target:.3f}); "

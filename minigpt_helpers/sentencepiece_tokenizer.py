@@ -13,7 +13,7 @@ characters, not bytes, and treats the space as an ordinary symbol (shown as
 
 Training goes through ``sentence_iterator``, so it reads the same iterable of
 strings as the other tokenizers. SentencePiece trains on *sentences* of at most
-4192 bytes, so documents are fed in pieces of whole lines (see :func:`training_pieces`).
+``MAX_SENTENCE_BYTES`` bytes, so documents are fed in pieces of whole lines (see :func:`training_pieces`).
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ from .tokenizer import EOT, Tokenizer, iter_texts
 
 MODEL_NAME = "sentencepiece.model"
 META = "\u2581"  # SentencePiece's visible space
+MAX_SENTENCE_BYTES = 4192  # SentencePiece skips longer training "sentences"
 
 
 def training_pieces(texts: Iterable[str], max_chars: int = 1000) -> Iterator[str]:
     """Cut documents into SentencePiece "sentences": runs of whole lines, newlines kept, ~``max_chars`` long.
 
-    SentencePiece trains on sentences of at most ``max_sentence_length`` bytes (4192)
+    SentencePiece trains on sentences of at most ``MAX_SENTENCE_BYTES`` bytes
     and skips longer ones, so whole documents cannot be fed as they are. Feeding
     single lines would hide every newline from it (and each "\n" would then cost a
     byte token); pieces of whole lines keep them, so it can learn tokens like ".\n".
-    1000 characters are at most 4000 bytes of UTF-8, under the limit.
+    1000 characters are at most 4000 bytes of UTF-8 (4 bytes a character at most), under the limit.
     """
     for text in iter_texts(texts):
         for part in text.split(EOT):
@@ -139,7 +140,7 @@ class SentencePieceTokenizer(Tokenizer):
             bos_id=-1,
             eos_id=-1,
             pad_id=-1,
-            max_sentence_length=4192,
+            max_sentence_length=MAX_SENTENCE_BYTES,
             hard_vocab_limit=False,
             num_threads=2,
             minloglevel=0 if verbose else 2,
