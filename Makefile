@@ -4,6 +4,8 @@
 #   make lab      JupyterLab on notebooks/           (full-size chapters)
 #   make test     ruff + unit tests + every notebook under nbval, in quick mode, offline
 #   make bench    benchmarks/ -> table of side-by-side ratios, written to BENCHMARKS.md
+#   make gpu-check  on a CUDA GPU: precision/compile choice, training, resume, attention kernel, MFU
+#                 -> GPU_CHECK.md (without CUDA: says so in one line and exits 0)
 #   make clean    remove artifacts/ (trained tokenizers, checkpoints)
 #
 # TORCH_SPEC picks the torch that setup installs when the venv has none. The
@@ -20,7 +22,7 @@ STAMP      := $(VENV)/.installed
 # Offline, fast, deterministic: what CI and `make test` run.
 TEST_ENV   := MINIGPT_QUICK=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab test lint unit notebooks bench bench-quick clean execute
+.PHONY: setup lab test lint unit notebooks bench bench-quick gpu-check clean execute
 
 setup: $(STAMP)
 
@@ -55,6 +57,10 @@ bench: setup
 
 bench-quick: setup
 	MINIGPT_QUICK=1 $(PY) benchmarks/run.py --quick
+
+# A few minutes on one GPU; every section has a hard time limit (benchmarks/gpu_check.py).
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 # Re-run every notebook top to bottom at full size and save the outputs in place
 # (what we commit). Takes a while on a laptop CPU.

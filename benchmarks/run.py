@@ -100,7 +100,8 @@ def main() -> int:
             f"- date: {dt.date.today()}\n- machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
             f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n"
         )
-        Path(args.out).write_text(header + md + ("\n## Notes\n\n" + "\n".join(notes) + "\n" if notes else ""))
+        Path(args.out).write_text(header + md + ("\n## Notes\n\n" + "\n".join(notes) + "\n" if notes else ""),
+                                  encoding="utf-8")
         print(f"wrote {args.out}")
     return 1 if failed else 0
 

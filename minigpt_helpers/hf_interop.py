@@ -11,6 +11,14 @@ Why bother: a model converted with :func:`to_hf` can be pushed to the Hub
 or evaluated with any tool that speaks ``transformers``; :func:`from_hf` lets you load
 GPT-2 itself (``GPT2LMHeadModel.from_pretrained("gpt2")``) into the course's code.
 
+**Bias-free models.** Every course preset is built with ``bias=False`` (as nanoGPT
+recommends: a little faster, no worse), while GPT-2 always has biases. A missing bias
+is exactly a zero bias, so :func:`to_hf` exports zeros there and the exported model
+computes the same function. It also records ``minigpt_bias=False`` in the exported
+config (saved in its ``config.json``); :func:`from_hf` then gives back a ``bias=False``
+GPT if all those biases are still exactly zero, and a ``bias=True`` one (equally exact)
+if they were changed since, e.g. by fine-tuning in ``transformers``.
+
 ``transformers`` is an optional dependency (``pip install minigpt-helpers[hf]``); it is
 imported only when these functions are called.
 """
@@ -74,20 +82,43 @@ def _check_expressible(hf_config) -> None:
         raise ValueError("this GPT-2 configuration cannot be expressed by minigpt's GPT: " + "; ".join(problems))
 
 
+def special_token_ids(model: GPT) -> dict[str, int | None]:
+    """``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` for the exported config.
+
+    With a tokenizer attached, bos and eos are its ``<|endoftext|>`` id, as in GPT-2
+    (one token both separates and ends documents). pad stays None, as in GPT-2:
+    ``generate()`` pads with eos by itself, whereas pad = eos would make
+    ``transformers`` warn about padding for every input that starts or ends with
+    end-of-text, which packed training windows often do. Without a tokenizer:
+    GPT-2's id 50256 when the vocabulary has it, else None, because GPT2Config's
+    default 50256 would point outside a small vocabulary.
+    """
+    tok = getattr(model, "tokenizer", None)
+    eot = getattr(tok, "eot_id", None)
+    vocab = model.config.vocab_size
+    if eot is not None:
+        if not 0 <= int(eot) < vocab:
+            raise ValueError(f"the attached tokenizer's eot_id {eot} is outside the model's vocabulary of {vocab}: "
+                             "attach the tokenizer the model was trained with")
+        return {"bos_token_id": int(eot), "eos_token_id": int(eot), "pad_token_id": None}
+    gpt2_eot = 50256 if vocab > 50256 else None
+    return {"bos_token_id": gpt2_eot, "eos_token_id": gpt2_eot, "pad_token_id": None}
+
+
 def to_hf(model: GPT, **config_kwargs):
     """Return a ``transformers.GPT2LMHeadModel`` holding a copy of ``model``'s weights.
 
-    The result is on the same device as ``model`` and in eval mode. ``config_kwargs``
-    are passed to ``GPT2Config`` (e.g. ``bos_token_id``/``eos_token_id`` for generation).
-    Models built with ``bias=False`` cannot be converted: GPT-2 always has biases.
+    The result is on the same device as ``model`` and in eval mode, and computes the
+    same logits. A ``bias=False`` model is exported with zero biases (exactly the
+    same function; see the module docstring). The special token ids come from the
+    attached tokenizer (:func:`special_token_ids`); ``config_kwargs`` are passed to
+    ``GPT2Config`` and override them.
     """
     transformers = _require_transformers()
     c = model.config
-    if not c.bias:
-        raise ValueError("GPT-2 always has biases: only a model built with GPTConfig(bias=True) can be converted")
-    # GPT2Config defaults to GPT-2's <|endoftext|> id 50256, meaningless for a smaller vocabulary.
-    for key in ("bos_token_id", "eos_token_id"):
-        config_kwargs.setdefault(key, 50256 if c.vocab_size > 50256 else None)
+    for key, value in special_token_ids(model).items():
+        config_kwargs.setdefault(key, value)
+    config_kwargs.setdefault("minigpt_bias", c.bias)  # read back by from_hf
     hf_config = transformers.GPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.block_size,
@@ -108,10 +139,22 @@ def to_hf(model: GPT, **config_kwargs):
     missing = [n for n, _ in model.named_parameters() if n not in theirs]
     if missing:
         raise RuntimeError(f"parameters with no counterpart in GPT2LMHeadModel: {missing}")
-    # names only HF has (e.g. attention-mask buffers in older transformers) are left alone
-    _copy_weights(model.state_dict(), theirs, [n for n in theirs if n in model.state_dict()])
-    hf_model.tie_weights()
+    ours = model.state_dict()
+    _copy_weights(ours, theirs, [n for n in theirs if n in ours])
+    # A bias=False model has no biases: GPT-2's are set to exactly zero, the same function.
+    # Other names only HF has (attention-mask buffers in older transformers) are left alone.
+    hf_params = dict(hf_model.named_parameters())
+    with torch.no_grad():
+        for name in theirs:
+            if name not in ours and name.endswith(".bias") and name in hf_params:
+                theirs[name].zero_()
+    hf_model.tie_weights()  # generation_config picked up the token ids from hf_config
     return hf_model.to(model.device).eval()
+
+
+def _biases_all_zero(state: dict) -> bool:
+    """Whether every bias in a GPT-2 state dict (Conv1D and LayerNorm) is exactly zero."""
+    return all(not torch.any(v) for n, v in state.items() if n.endswith(".bias") and v.is_floating_point())
 
 
 def from_hf(hf_model) -> GPT:
@@ -119,11 +162,15 @@ def from_hf(hf_model) -> GPT:
 
     Works for configurations GPT-2 and our GPT share (tanh GELU, 4x MLP, tied head,
     LayerNorm eps 1e-5); anything else raises a ``ValueError`` naming the difference.
-    The result is on the HF model's device and in eval mode.
+    The result is on the HF model's device and in eval mode. It has ``bias=True``,
+    except for a model exported by :func:`to_hf` from a ``bias=False`` GPT whose
+    biases are all still exactly zero: that one comes back ``bias=False``, as it was.
     """
     _require_transformers()
     hf_config = hf_model.config
     _check_expressible(hf_config)
+    theirs = hf_model.state_dict()
+    bias = getattr(hf_config, "minigpt_bias", True) is not False or not _biases_all_zero(theirs)
     config = GPTConfig(
         vocab_size=hf_config.vocab_size,
         block_size=hf_config.n_positions,
@@ -131,10 +178,10 @@ def from_hf(hf_model) -> GPT:
         n_head=hf_config.n_head,
         n_embd=hf_config.n_embd,
         dropout=_dropout_of(hf_config),
-        bias=True,
+        bias=bias,
     )
     model = GPT(config)
-    theirs, ours = hf_model.state_dict(), model.state_dict()
+    ours = model.state_dict()
     names = [n for n in ours if n != "lm_head.weight"]  # lm_head is tied to wte, copied under that name
     missing = [n for n in names if n not in theirs]
     if missing:

@@ -137,7 +137,9 @@ class Tokenizer:
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"type": self.type_name, "format_version": 1, **self._to_config(directory)}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, ensure_ascii=False))
+        # Always UTF-8, never the locale's encoding: a character vocabulary holds any Unicode
+        # character, which cp1252 (Windows) or an ASCII/C locale cannot encode.
+        (directory / CONFIG_NAME).write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
         return directory
 
     @classmethod
@@ -162,6 +164,30 @@ def _registry() -> dict[str, type[Tokenizer]]:
     return {t.type_name: t for t in (CharTokenizer, BPETokenizer, SentencePieceTokenizer)}
 
 
+def _read_utf8_or_legacy(file: Path) -> str:
+    """The text of ``file``: UTF-8 (what :meth:`Tokenizer.save` writes), or else the locale's encoding.
+
+    Versions before the UTF-8 fix wrote ``tokenizer.json`` in the locale's encoding
+    (e.g. cp1252 on Windows), so a non-ASCII vocabulary saved there is not valid
+    UTF-8; we read it the way it was written and say how to convert it, rather than
+    refusing a file that loaded before.
+    """
+    import locale
+    import warnings
+
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        legacy = locale.getpreferredencoding(False)
+        if legacy.lower().replace("-", "") in ("utf8", "ascii", "ansi_x3.41968"):
+            raise  # no other encoding to try: the file is simply not text
+        text = raw.decode(legacy)
+        warnings.warn(f"{file} is not UTF-8: read it as {legacy}, the encoding older versions saved in; "
+                      "save the tokenizer again to write UTF-8", stacklevel=3)
+        return text
+
+
 def _read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
     directory = Path(path)
     if directory.is_file() and directory.name == CONFIG_NAME:
@@ -173,7 +199,7 @@ def _read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
             "as written by tokenizer.save(directory)"
         )
     try:
-        config = json.loads(file.read_text())
+        config = json.loads(_read_utf8_or_legacy(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{file} is not a saved tokenizer (not valid JSON: {e})") from None
     known = sorted(_registry())

@@ -32,7 +32,7 @@ def exercise_2_mixture() -> Counter:
     tmp = Path(tempfile.mkdtemp())
     for name, n in (("poetry", 2000), ("recipes", 2000)):
         rows = (json.dumps({"text": f"{name} #{i}"}) for i in range(n))
-        (tmp / f"{name}.jsonl").write_text("\n".join(rows))
+        (tmp / f"{name}.jsonl").write_text("\n".join(rows), encoding="utf-8")
     streams = [m.stream_documents(str(tmp / f"{name}.jsonl"), verbose=False) for name in ("poetry", "recipes")]
     mixed = interleave_datasets(streams, probabilities=[0.7, 0.3], seed=0)
     counts = Counter(row["source"] for row in islice(mixed, 1000))

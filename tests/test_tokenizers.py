@@ -221,7 +221,7 @@ def test_save_load_round_trip_gives_identical_ids(name: str, request: pytest.Fix
     tok = request.getfixturevalue(name)
     text = shakespeare(5000) + (EOT + "Again." if name == "char" else EOT + "".join(TRICKY))
     directory = tok.save(tmp_path / name)
-    config = json.loads((directory / "tokenizer.json").read_text())
+    config = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
     assert config["type"] == type(tok).type_name
     for loaded in (type(tok).load(directory), load_tokenizer(directory), load_tokenizer(directory / "tokenizer.json")):
         assert type(loaded) is type(tok)
@@ -241,20 +241,41 @@ def test_load_wrong_file_gives_clear_errors(tmp_path: Path, bpe: BPETokenizer) -
     with pytest.raises(FileNotFoundError, match="no saved tokenizer"):
         load_tokenizer(tmp_path / "nothing-here")
     (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "tokenizer.json").write_text("not json {")
+    (tmp_path / "junk" / "tokenizer.json").write_text("not json {", encoding="utf-8")
     with pytest.raises(ValueError, match="not a saved tokenizer"):
         load_tokenizer(tmp_path / "junk")
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "tokenizer.json").write_text('{"type": "wordpiece"}')
+    (tmp_path / "other" / "tokenizer.json").write_text('{"type": "wordpiece"}', encoding="utf-8")
     with pytest.raises(ValueError, match="expected one of"):
         load_tokenizer(tmp_path / "other")
     bpe.save(tmp_path / "b")
     with pytest.raises(ValueError, match="not 'char'"):
         CharTokenizer.load(tmp_path / "b")
     (tmp_path / "sp").mkdir()
-    (tmp_path / "sp" / "tokenizer.json").write_text('{"type": "sentencepiece"}')
+    (tmp_path / "sp" / "tokenizer.json").write_text('{"type": "sentencepiece"}', encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="sentencepiece.model"):
         load_tokenizer(tmp_path / "sp")
+
+
+def test_saved_tokenizer_json_is_utf8(tmp_path: Path) -> None:
+    """UTF-8 on disk whatever the locale (tests/test_encoding.py runs it under LC_ALL=C)."""
+    tok = CharTokenizer.train(["café — 漢字"])
+    raw = (tok.save(tmp_path / "t") / "tokenizer.json").read_bytes()
+    assert "漢".encode() in raw and json.loads(raw.decode("utf-8"))["chars"] == tok.chars
+
+
+def test_tokenizer_json_in_a_legacy_locale_encoding_still_loads(tmp_path: Path, monkeypatch) -> None:
+    """Older versions wrote tokenizer.json in the locale's encoding (cp1252 on Windows): read it, and say so."""
+    import locale
+
+    tok = CharTokenizer.train(["café — naïve"])
+    (tmp_path / "old").mkdir()
+    config = {"type": "char", "format_version": 1, "chars": tok.chars, "unk": False}
+    (tmp_path / "old" / "tokenizer.json").write_bytes(json.dumps(config, ensure_ascii=False).encode("cp1252"))
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: "cp1252")
+    with pytest.warns(UserWarning, match="save the tokenizer again"):
+        loaded = load_tokenizer(tmp_path / "old")
+    assert loaded.chars == tok.chars
 
 
 # ----------------------------------------------------------------------------- bad training input
