@@ -21,6 +21,15 @@ Older checkpoints are deleted only after that, keeping ``keep`` of them.
 
 **Safe.** Only safetensors and JSON are read back: loading a checkpoint from a
 stranger cannot execute anything (``torch.load`` of a pickle could).
+
+**Checked.** A checkpoint that was cut short (a copy interrupted, a full disk) or
+whose ``config.json`` does not match its weights fails on loading with a
+ValueError that names the folder and the fix (delete it: the previous one is then
+used), not with a raw safetensors or ``load_state_dict`` error.
+
+**Portable.** Text is written as UTF-8 whatever the platform's locale, and files
+are flushed through descriptors opened for writing (Windows refuses ``fsync`` on
+a read-only one).
 """
 
 from __future__ import annotations
@@ -113,7 +122,7 @@ def find_checkpoint(path: str | Path) -> Path | None:
         return path
     latest = path / LATEST
     if latest.is_file():
-        target = path / latest.read_text().strip()
+        target = path / latest.read_text(encoding="utf-8", errors="replace").strip()
         if _complete(target):
             return target
     found = sorted(d for d in path.glob(PREFIX + "*") if d.is_dir() and _complete(d))
@@ -129,27 +138,62 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None):
     from .device import default_device
     from .model import GPT
 
+    if Path(path).is_file():
+        raise NotADirectoryError(f"{path} is a file: pass the checkpoint folder that holds it, "
+                                 f"e.g. {Path(path).parent}")
     ckpt = find_checkpoint(path)
     if ckpt is None:
         raise FileNotFoundError(
             f"no checkpoint in {path}: expected model.safetensors + config.json there, or a folder written "
             "by train(..., out_dir=...) / `python -m minigpt_helpers train --out DIR`"
         )
-    model = GPT.load(ckpt, device=default_device(device))
+    model = GPT.load(ckpt, device=default_device(device))  # checks the files: clear errors if damaged
     model.eval()
     return model
 
 
+def read_trainer_state(ckpt: str | Path) -> dict[str, Any]:
+    """The contents of ``ckpt/trainer.json``; a ValueError naming the fix if it is damaged."""
+    from .model import damaged_checkpoint_fix
+
+    file = Path(ckpt) / TRAINER_FILE
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as e:  # invalid JSON, or bytes that are not UTF-8
+        raise ValueError(f"{file} is damaged ({e}); {damaged_checkpoint_fix(ckpt)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError(f"{file} is not a training state (no step count); {damaged_checkpoint_fix(ckpt)}")
+    return state
+
+
 def load_training_state(path: str | Path) -> tuple[Path, dict[str, Any], dict, dict[str, torch.Tensor]] | None:
-    """(folder, trainer.json contents, optimizer state_dict, RNG tensors) of the newest checkpoint, or None."""
+    """(folder, trainer.json contents, optimizer state_dict, RNG tensors) of the newest checkpoint, or None.
+
+    None when there is no checkpoint, or it holds a model but no training state
+    (saved by ``GPT.save``). Every file is checked first, the weights against the
+    config included: a damaged checkpoint raises a ValueError naming the fix.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .model import GPT, damaged_checkpoint_fix
 
     ckpt = find_checkpoint(path)
     if ckpt is None or not (ckpt / TRAINER_FILE).is_file():
         return None
-    trainer = json.loads((ckpt / TRAINER_FILE).read_text())
-    optim = optimizer_from_safetensors(load_file(str(ckpt / OPTIM_FILE)), trainer["optimizer"])
-    rng = load_file(str(ckpt / RNG_FILE))
+    GPT.check_saved(ckpt)  # model.safetensors intact and matching config.json (the caller loads it)
+    trainer = read_trainer_state(ckpt)
+    fix = damaged_checkpoint_fix(ckpt)
+    for name in (OPTIM_FILE, RNG_FILE):
+        if not (ckpt / name).is_file():
+            raise ValueError(f"{ckpt} has no {name}, so training cannot continue from it; {fix}")
+    if not isinstance(trainer.get("optimizer"), dict) or "rng" not in trainer:
+        raise ValueError(f"{ckpt / TRAINER_FILE} lacks the optimizer or RNG state; {fix}")
+    try:
+        optim = optimizer_from_safetensors(load_file(str(ckpt / OPTIM_FILE)), trainer["optimizer"])
+        rng = load_file(str(ckpt / RNG_FILE))
+    except SafetensorError as e:
+        raise ValueError(f"{ckpt / OPTIM_FILE} or {RNG_FILE} is damaged ({e}); {fix}") from None
     return ckpt, trainer, optim, rng
 
 
@@ -167,9 +211,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a written file to disk. Windows' fsync needs a descriptor open for writing (EBADF otherwise)."""
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -203,11 +256,10 @@ def save_checkpoint(out_dir: str | Path, model, *, step: int, optimizer: torch.o
     rng_tensors, rng_meta = rng_state()
     save_file(rng_tensors, str(tmp / RNG_FILE))
     trainer["rng"] = rng_meta
-    (tmp / TRAINER_FILE).write_text(json.dumps(trainer))
+    (tmp / TRAINER_FILE).write_text(json.dumps(trainer), encoding="utf-8")
     for f in tmp.rglob("*"):  # flush every file before the rename makes the folder visible
         if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            _fsync_file(f)
     if final.exists():  # re-saving the same step (e.g. after a resume): move the old one aside first
         trash = out_dir / f".old-{name}-{os.getpid()}"
         os.replace(final, trash)

@@ -9,22 +9,190 @@
 ``--data`` is anything ``stream_documents`` takes: "auto", "shakespeare",
 "redpajama", or your own .txt / .jsonl / .parquet files (a path, folder or glob;
 a single text file is split by position, first 90 % train, last 10 % validation).
-Without ``--preset`` the recommended preset for the device is used (see
-``--list-presets``).
+"auto" is decided once, when the run starts, and ``OUT/run.json`` records what it
+chose (and what the tokenizer was trained on), so ``--resume`` reads the same
+data even if the network has come back or gone since. Without ``--preset`` the
+recommended preset for the device is used (see ``--list-presets``).
+
+``generate`` prints the text as it is generated when the output is a terminal
+(or with ``--stream``), and all at once otherwise.
+
+Errors: a bad argument or input (a negative ``--steps``, a missing or binary
+data file, a device this machine lacks, a damaged checkpoint...) prints one line
+on stderr, ``error: <what is wrong and how to fix it>``, and exits with status 2.
+Set ``MINIGPT_DEBUG=1`` in the environment to get the full traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 TOKENIZER_CHARS = 2_000_000  # characters of the training split used to train a tokenizer
+RUN_FILE = "run.json"  # OUT/run.json: the data (resolved) and the tokenizer a run uses
+DEBUG_ENV = "MINIGPT_DEBUG"  # set to 1 for tracebacks instead of one-line errors
+
+
+# ------------------------------------------------------------------------------ one-line errors
+class _Parser(argparse.ArgumentParser):
+    """argparse with each usage error on one line: ``error: --steps must be a positive integer, got -5``.
+
+    (Subcommand parsers are made with the parent's class, so they behave the same.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        checked = re.match(r"argument ([^:]+): (must .*)", message)  # our own type checks, below
+        if checked:
+            message = f"{checked[1]} {checked[2]}"
+        else:
+            message = f"{re.sub(r'^argument ', '', message)} (see: {self.prog} --help)"
+        self.exit(2, f"error: {' '.join(message.split())}\n")
+
+
+def _usage_error(message: str) -> NoReturn:
+    """A command-line mistake found after parsing: one line and exit status 2, as argparse does."""
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _shown(text: str) -> str:
+    return text if text and text.strip() == text else repr(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {_shown(text)}")
+    return value
+
+
+def _natural_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {_shown(text)}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):  # NaN fails every comparison: check it explicitly
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {_shown(text)}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = greedy, 1 = the model's own "
+                                         f"distribution), got {_shown(text)}")
+    return value
+
+
+def _top_p(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] (e.g. 0.9), got {_shown(text)}")
+    return value
+
+
+def _device(text: str) -> str:
+    """A device this machine has (checked now, not after the tokenizer has been trained)."""
+    import torch
+
+    from .device import default_device
+
+    if text == "auto":
+        return text
+    try:
+        dev = default_device(text)
+    except RuntimeError:  # torch.device("gpu"): not a device name at all
+        raise argparse.ArgumentTypeError(
+            f"must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {_shown(text)}") from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a device this machine has, but {text!r} is not available "
+                                         "here: use --device cpu, or leave --device out for the best one") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"must be a device this machine has, but it has "
+                                         f"{torch.cuda.device_count()} GPU(s), so no {text!r}")
+    return text
+
+
+def _out_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise argparse.ArgumentTypeError(f"must be a folder, but {p} is a file: choose another --out")
+            break
+    return path
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a bad input raises, as opposed to a bug (which keeps its traceback)."""
+    errors: list[type[BaseException]] = [ValueError, OSError]  # OSError: FileNotFound, ConnectionError...
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # pragma: no cover
+        pass
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None)  # a GPU too small for the batch: train() says what to do
+    if oom is not None:
+        errors.append(oom)
+    return tuple(errors)
+
+
+# ------------------------------------------------------------------------------ train
+def _read_run(out: Path, strict: bool) -> dict[str, Any]:
+    """``OUT/run.json`` ({} if absent). ``strict``: a damaged one is an error, else it is ignored."""
+    file = out / RUN_FILE
+    if not file.is_file():
+        return {}
+    try:
+        run = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(run, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        if strict:
+            raise ValueError(f"{file} is damaged ({e}): delete it and pass --data (and --tokenizer) "
+                             "again with --resume") from None
+        return {}
+    return run
+
+
+def _write_run(out: Path, data: str, tokenizer: str, tokenizer_data: str | None) -> None:
+    record = {"data": data, "tokenizer": tokenizer, "tokenizer_data": tokenizer_data}
+    (out / RUN_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
 
 
 def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, main: bool):
-    """Load ``out/tokenizer`` if it is there, else train ``kind`` on the training split (rank 0) and save it."""
+    """Load ``out/tokenizer`` if it is there, else train ``kind`` on the training split (rank 0) and save it.
+
+    Returns ``(tokenizer, trained_now)``.
+    """
     from .tokenizer import CONFIG_NAME, DEFAULT_VOCAB, load_tokenizer
 
     path = out / "tokenizer"
@@ -32,7 +200,7 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
         tok = load_tokenizer(path)
         if main:
             print(f"[minigpt] tokenizer: loaded {tok!r} from {path}")
-        return tok
+        return tok, False
     if not main:
         raise RuntimeError("internal: only rank 0 trains the tokenizer")
     from .data import stream_documents
@@ -60,49 +228,73 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
                                            model_type="bpe")
     tok.save(path)
     print(f"[minigpt] tokenizer: trained {tok!r} on up to {TOKENIZER_CHARS:,} characters; saved to {path}")
+    return tok, True
+
+
+def _tokenizer_for_run(args: argparse.Namespace, data: str, out: Path, run: dict[str, Any], main: bool):
+    """Rank 0: the tokenizer (loaded or trained), and ``run.json`` written with what the run reads."""
+    tok, trained = _build_tokenizer(args.tokenizer or "char", data, out, args.vocab_size, main)
+    kind = getattr(tok, "type_name", args.tokenizer or "char")
+    if main:
+        if not trained and args.tokenizer and args.tokenizer != kind:
+            print(f"[minigpt] tokenizer: --tokenizer {args.tokenizer} ignored: {out}/tokenizer holds a {kind} "
+                  "tokenizer (use a new --out to train another)")
+        _write_run(out, data, kind, data if trained else run.get("tokenizer_data"))
     return tok
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import find_checkpoint
+    from .checkpoint import TRAINER_FILE, find_checkpoint, read_trainer_state
     from .config import set_seed
-    from .model import GPT, GPTConfig
+    from .data import resolve_source
+    from .model import GPT
     from .training import PRESETS, TrainConfig, _dist, preset, recommended_preset, train
 
+    if args.out is None:  # checked here, not by argparse, so that `train --list-presets` needs no --out
+        _usage_error("train needs --out DIR, the folder for its checkpoints and tokenizer")
     rank, world, _ = _dist()
     main = rank == 0
-    out = Path(args.out)
+    out: Path = args.out
+    run = _read_run(out, strict=args.resume)
     saved = find_checkpoint(out) if args.resume else None
     if args.resume and saved is None and main:
         print(f"[minigpt] --resume: no checkpoint in {out}, starting a new run")
     if saved is not None:  # the run's own settings, with what was given on this command line on top
-        trainer = json.loads((saved / "trainer.json").read_text())
-        mcfg = GPTConfig.from_dict(json.loads((saved / "config.json").read_text()))
-        tdict = trainer["train_config"]
-        run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
-        data = args.data or run.get("data")
+        mcfg = GPT.check_saved(saved)  # weights intact and matching config.json, or a clear error now
+        if not (saved / TRAINER_FILE).is_file():
+            raise ValueError(f"{saved} holds a model but no training state ({TRAINER_FILE}), so it cannot be "
+                             "resumed: train into a new --out instead")
+        trainer = read_trainer_state(saved)
+        tdict = trainer.get("train_config")
+        if not isinstance(tdict, dict):
+            raise ValueError(f"{saved / TRAINER_FILE} has no train_config: the checkpoint is damaged; delete "
+                             f"{saved} to resume from the previous one")
+        data = args.data or run.get("data") or trainer.get("data_source")
         if data is None:
-            raise SystemExit(f"--resume: {out}/run.json does not record --data; pass --data again")
+            _usage_error(f"--resume: {out / RUN_FILE} does not record --data; pass --data again")
         if main:
             print(f"[minigpt] --resume: continuing {saved} from step {trainer['step']}")
     else:
         if not args.data:
-            raise SystemExit("train needs --data SOURCE (e.g. --data shakespeare, or a path to your .txt files)")
+            _usage_error("train needs --data SOURCE (e.g. --data shakespeare, or a path to your .txt files)")
         data = args.data
         tdict = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        # "auto" -> the corpus it stands for, decided here once (and said why), then recorded in run.json
+        data = resolve_source(data, verbose=True)
     if world > 1:
         from accelerate import PartialState
 
         state = PartialState(cpu=args.device == "cpu")
         if main:
-            tok = _build_tokenizer(args.tokenizer, data, out, args.vocab_size, True)
+            tok = _tokenizer_for_run(args, data, out, run, True)
         state.wait_for_everyone()
         if not main:
-            tok = _build_tokenizer(args.tokenizer, data, out, args.vocab_size, False)
+            data = _read_run(out, strict=True)["data"]  # rank 0's decision, not a probe of our own
+            tok = _tokenizer_for_run(args, data, out, run, False)
     else:
-        tok = _build_tokenizer(args.tokenizer, data, out, args.vocab_size, True)
+        tok = _tokenizer_for_run(args, data, out, run, True)
 
     over = {k: v for k, v in dict(
         max_steps=args.steps, time_budget_s=args.time_budget, checkpoint_every=args.checkpoint_every,
@@ -126,8 +318,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         how = [f"{cfg.max_steps} steps"] if cfg.max_steps else []
         how += [f"{cfg.time_budget_s:g} s budget"] if cfg.time_budget_s else []
         print(f"[minigpt] {model.num_params() / 1e6:.2f}M parameters; {world} process(es); {' / '.join(how)}")
-    if main:
-        (out / "run.json").write_text(json.dumps({"data": str(data), "tokenizer": args.tokenizer}) + "\n")
     result = train(model, data, cfg, out_dir=out, resume=saved is not None, live="log")
     if main:
         v = result.final_val_loss
@@ -136,60 +326,91 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 1 if result.stop_reason == "non-finite loss" else 0
 
 
+# ------------------------------------------------------------------------------ generate
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .generation import generate
 
     model = load_checkpoint(args.checkpoint, device=args.device)
-    text = generate(model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    top_k=args.top_k, seed=args.seed)
-    print(text)
+    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, seed=args.seed)
+    stream = args.stream if args.stream is not None else sys.stdout.isatty()
+    if stream:  # each piece as soon as it forms complete characters: the text appears as it is written
+        for piece in generate(model, args.prompt, stream=True, **sampling):
+            print(piece, end="", flush=True)
+        print()
+    else:
+        print(generate(model, args.prompt, **sampling))
     return 0
 
 
+# ------------------------------------------------------------------------------ the parser
 def build_parser() -> argparse.ArgumentParser:
     from .training import PRESETS
 
-    p = argparse.ArgumentParser(prog="python -m minigpt_helpers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m minigpt_helpers", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list-presets", action="store_true", help="describe the presets and exit")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train a GPT on a text stream")
     t.add_argument("--data", help="'auto', 'shakespeare', 'redpajama', or your .txt/.jsonl/.parquet path/folder/glob")
-    t.add_argument("--tokenizer", choices=["char", "bpe", "sentencepiece"], default="char",
+    t.add_argument("--tokenizer", choices=["char", "bpe", "sentencepiece"], default=None,
                    help="tokenizer to train on the data (loaded from OUT/tokenizer if present; default char)")
-    t.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary (bpe/sentencepiece: 1024)")
+    t.add_argument("--vocab-size", type=_positive_int, default=None,
+                   help="tokenizer vocabulary (bpe/sentencepiece: 1024)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="model + optimisation settings (default: 'gpu' on CUDA, else 'cpu')")
     g = t.add_argument_group("how long (one or both; default: the preset's steps)")
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+    g.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps")
+    g.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
                    help="wall-clock budget; alone, the learning-rate schedule spans it")
-    t.add_argument("--out", required=True, help="output folder: checkpoints, tokenizer")
+    t.add_argument("--out", type=_out_dir, default=None, help="output folder: checkpoints, tokenizer (required)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="checkpoint every N steps")
-    for name, typ, hlp in [("--batch-size", int, "sequences per micro-batch per process"),
-                           ("--grad-accum", int, "micro-batches per step"), ("--lr", float, "peak learning rate"),
-                           ("--seed", int, "random seed"), ("--eval-interval", int, "steps between val losses"),
-                           ("--log-interval", int, "steps between log lines")]:
+    t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="checkpoint every N steps")
+    for name, typ, hlp in [("--batch-size", _positive_int, "sequences per micro-batch per process"),
+                           ("--grad-accum", _positive_int, "micro-batches per step"),
+                           ("--lr", _positive_float, "peak learning rate"),
+                           ("--seed", _natural_int, "random seed"),
+                           ("--eval-interval", _positive_int, "steps between val losses"),
+                           ("--log-interval", _positive_int, "steps between log lines")]:
         t.add_argument(name, type=typ, default=None, help=hlp)
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    t.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    t.add_argument("--list-presets", action="store_true", default=argparse.SUPPRESS,
+                   help="describe the presets and exit")
     t.set_defaults(func=cmd_train)
     q = sub.add_parser("generate", help="sample text from a checkpoint")
     q.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder")
     q.add_argument("--prompt", default="")
-    q.add_argument("--max-new-tokens", type=int, default=200)
-    q.add_argument("--temperature", type=float, default=0.8)
-    q.add_argument("--top-k", type=int, default=None)
-    q.add_argument("--seed", type=int, default=None)
-    q.add_argument("--device", default=None)
+    q.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    q.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy (default 0.8)")
+    q.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest tokens")
+    q.add_argument("--top-p", type=_top_p, default=None,
+                   help="sample among the likeliest tokens that hold this much probability (nucleus), e.g. 0.9")
+    q.add_argument("--seed", type=_natural_int, default=None)
+    q.add_argument("--device", type=_device, default=None)
+    q.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="print the text as it is generated (default: when the output is a terminal)")
     q.set_defaults(func=cmd_generate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line. Usage errors raise ``SystemExit(2)`` (as argparse does); an error in
+    the command's inputs prints one line on stderr and returns 2 (``MINIGPT_DEBUG=1``: re-raised)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:  # `... generate | head -3` closed our output early: not an error of ours
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+            pass
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list_presets:
@@ -201,7 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        raise
+    except _expected_errors() as e:
+        if os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+            raise
+        sys.stdout.flush()
+        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

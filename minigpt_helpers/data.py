@@ -19,11 +19,18 @@ deterministic, non-overlapping ``"train"`` / ``"validation"`` pair:
 seconds and otherwise falls back to Shakespeare, saying why. It never hangs:
 with no network, ``datasets`` alone can wait ~23 s on a failed DNS lookup and
 minutes on a silent host, so we probe the Hub ourselves with a hard deadline.
+The decision stays local to this module (:func:`resolve_source`): it never sets
+``HF_HUB_OFFLINE`` for the process, so a later probe or ``from_pretrained`` still
+sees the network when it comes back. Neither fallback reaches for the network:
+Shakespeare and your own files are read by our own generators, not by
+``load_dataset`` (which pings the Hub to count downloads, even for local files).
 """
 
 from __future__ import annotations
 
+import codecs
 import glob as globlib
+import json
 import os
 import re
 import threading
@@ -33,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # datasets is imported lazily: HF_HUB_OFFLINE must be set before its import
+if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import, and only the streams need it
     from datasets import IterableDataset
 
 # --- RedPajama: every fact about the Hub repo lives here --------------------------
@@ -236,10 +243,14 @@ def shakespeare(split: str = "train") -> IterableDataset:
 
 
 # --- your own files ------------------------------------------------------------------
-_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+CHECK_BYTES = 1 << 16  # bytes of each .txt file checked up front: enough to tell text from binary
+CHECK_ROWS = 20  # rows of each JSON Lines / JSON file checked up front
+JSONL_HINT = 'each line must be one JSON object with a "text" string, e.g. {"text": "Once upon a time..."}'
 
 
 def _resolve_files(source: str) -> list[Path]:
+    """The files ``source`` names, each checked up front (type, size, and that its start is readable text)."""
     path = Path(source).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
@@ -262,7 +273,39 @@ def _resolve_files(source: str) -> list[Path]:
     empty = [str(p) for p in files if p.stat().st_size == 0]
     if empty:
         raise ValueError(f"empty data files: {empty[:3]}. Remove them or point at files with text")
+    for p in files:  # fail now with the file's name, not with a parser's error an hour into training
+        if p.suffix == ".txt":
+            _check_text_file(p)
+        elif p.suffix == ".parquet":
+            _parquet_file(p)
+        else:
+            for _ in _json_texts(p, max_rows=CHECK_ROWS):
+                pass
     return files
+
+
+def _check_text_file(path: Path) -> None:
+    """Refuse a .txt file whose start is not UTF-8 text (a binary file, UTF-16, Latin-1...).
+
+    Only the first ``CHECK_BYTES`` are read, so a huge file costs nothing here.
+    Without this, ``errors="replace"`` would quietly train the model on U+FFFD
+    characters decoded from whatever bytes the file holds.
+    """
+    with open(path, "rb") as f:
+        head = f.read(CHECK_BYTES)
+        whole = not f.read(1)
+    if b"\x00" in head:
+        raise ValueError(
+            f"{path} is not UTF-8 text: it contains NUL bytes (a binary file, or text saved as UTF-16). "
+            "Use plain UTF-8 text files, or convert this one, e.g. iconv -f UTF-16 -t UTF-8"
+        )
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)  # a character cut at the end is fine
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path} is not UTF-8 text: the byte at offset {e.start} (0x{head[e.start]:02x}) is not valid UTF-8. "
+            f"Save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8.txt) or leave it out"
+        ) from None
 
 
 def _text_split(text: str, split: str) -> str:
@@ -275,42 +318,162 @@ def _text_split(text: str, split: str) -> str:
 
 def _text_files_gen(files: list[str], split: str) -> Iterator[dict]:
     for path in files:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        # utf-8-sig drops the byte-order mark Windows editors write; the start was checked to be
+        # UTF-8, so a stray bad byte further on becomes U+FFFD rather than stopping a long run
+        text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
         part = _text_split(text, split)
         if part.strip():
             yield {"text": part, "source": Path(path).name}
 
 
-def local_files(source: str, split: str = "train") -> IterableDataset:
-    """Your own ``.txt`` / ``.jsonl`` / ``.parquet`` files (a path, a folder or a glob).
+def _json_row_text(path: Path, where: str, row: object) -> str:
+    """The ``text`` of one JSON row, or a ValueError naming the file, the row and the fix."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}, {where}: a JSON {type(row).__name__}, not an object; {JSONL_HINT}")
+    if "text" not in row:
+        fields = ", ".join(map(repr, list(row)[:8])) or "none"
+        raise ValueError(f'{path}, {where}: no "text" field (its fields: {fields}); {JSONL_HINT}')
+    text = row["text"]
+    if not isinstance(text, str):
+        raise ValueError(f'{path}, {where}: "text" is {type(text).__name__} {text!r:.40}, not a string; {JSONL_HINT}')
+    return text
 
-    JSONL/Parquet rows need a ``text`` field and are split by hash; a ``.txt`` file
-    is one document, split by position (first 90 % train, last 10 % validation).
+
+def _json_texts(path: Path, max_rows: int | None = None) -> Iterator[str]:
+    """The ``text`` of each row of a JSON Lines file (or of a .json file holding one array of objects).
+
+    Read with our own loop rather than ``load_dataset("json")``: errors name the
+    file and the line, and nothing touches the network (``load_dataset`` pings
+    the Hub to count downloads, even for a local file).
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            if path.suffix == ".json" and f.read(CHECK_BYTES).lstrip().startswith("["):
+                f.seek(0)
+                try:
+                    rows = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg}); a .json file holds "
+                                     f"one array of objects or one object per line; {JSONL_HINT}") from None
+                for i, row in enumerate(rows[:max_rows] if max_rows else rows):
+                    yield _json_row_text(path, f"item {i}", row)
+                return
+            f.seek(0)
+            n_rows = 0
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg}, column {e.colno}); "
+                                     f"{JSONL_HINT}") from None
+                yield _json_row_text(path, f"line {n}", row)
+                n_rows += 1
+                if max_rows is not None and n_rows >= max_rows:
+                    return
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): JSON files must be UTF-8; "
+                         "re-save it as UTF-8") from None
+
+
+def _parquet_file(path: Path):
+    """A ``pyarrow.parquet.ParquetFile`` with a string ``text`` column, or a ValueError naming the fix."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path} is not a readable Parquet file ({e}); re-export it, or use .jsonl/.txt") from None
+    schema = pf.schema_arrow
+    if "text" not in schema.names:
+        raise ValueError(f'{path} has no "text" column (its columns: {schema.names[:8]}); '
+                         'name the column that holds the documents "text"')
+    typ = schema.field("text").type
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        raise ValueError(f'{path}: the "text" column holds {typ}, not strings; store the documents as text')
+    return pf
+
+
+def _parquet_texts(path: Path) -> Iterator[str]:
+    for batch in _parquet_file(path).iter_batches(batch_size=1024, columns=["text"]):
+        for text in batch.column(0).to_pylist():
+            if text is not None:  # a null cell is no document
+                yield text
+
+
+def _rows_gen(files: list[str], split: str) -> Iterator[dict]:
+    """Rows of JSON Lines / JSON / Parquet files, hash-split, each labelled with its file's name."""
+    want_val = split == "validation"
+    for name in files:
+        path = Path(name)
+        texts = _parquet_texts(path) if path.suffix == ".parquet" else _json_texts(path)
+        for text in texts:
+            if _is_validation(text) == want_val:
+                yield {"text": text, "source": path.name}
+
+
+def local_files(source: str, split: str = "train") -> IterableDataset:
+    """Your own ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` files (a path, a folder or a glob).
+
+    JSONL/JSON/Parquet rows need a string ``text`` field and are split by hash; a
+    ``.txt`` file (UTF-8) is one document, split by position (first 90 % train,
+    last 10 % validation). Every file is checked up front (its first rows, or the
+    start of a .txt), so a wrong file fails now, naming the file and the line.
     """
     from datasets import IterableDataset, concatenate_datasets
 
     _check_split(split)
     files = _resolve_files(source)
     texts = [str(p) for p in files if p.suffix == ".txt"]
+    rows = [str(p) for p in files if p.suffix != ".txt"]
     parts = []
+    # A list in gen_kwargs makes each file a shard (shuffling then also shuffles the file order)
     if texts:
         parts.append(IterableDataset.from_generator(
             _text_files_gen, gen_kwargs={"files": texts, "split": split}, features=_features()))
-    for p in files:
-        if p.suffix != ".txt":
-            ds = _json_file_stream(str(p), p.name, _SUFFIXES[p.suffix])
-            parts.append(_hash_split(ds, split))
+    if rows:
+        parts.append(IterableDataset.from_generator(
+            _rows_gen, gen_kwargs={"files": rows, "split": split}, features=_features()))
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 # --- the one entry point -------------------------------------------------------------
+def resolve_source(source: str = "auto", verbose: bool = True) -> str:
+    """The concrete source behind ``source``: for ``"auto"``, ``"redpajama"`` or ``"shakespeare"``.
+
+    ``"auto"`` asks :func:`hub_reachable` (at most ``PROBE_TIMEOUT_S`` seconds,
+    then cached) and, with ``verbose``, prints which corpus it chose and why.
+    Any other source is returned unchanged. Record the answer, not ``"auto"``
+    (``train()`` and the command line do): a resumed run then reads the same
+    data even if the network has come back or gone since.
+
+    The decision is returned, never written to ``os.environ``: setting
+    ``HF_HUB_OFFLINE`` would turn every later probe and every
+    ``from_pretrained`` in the process offline for good.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a string or path, not {type(source).__name__}")
+    source = str(source)
+    if source != "auto":
+        return source
+    say = print if verbose else (lambda *a, **k: None)
+    ok, reason = hub_reachable()
+    if ok:
+        say(f"[minigpt] data: RedPajama-Data-1T-Sample, streamed from the Hub ({reason})")
+        return "redpajama"
+    say(f"[minigpt] data: offline Shakespeare corpus, because {reason}")
+    return "shakespeare"
+
+
 def stream_documents(source: str = "auto", split: str = "train", *, shuffle: bool = False, seed: int = 0,
                      buffer_size: int = 1000, verbose: bool = True) -> IterableDataset:
     """A ``datasets.IterableDataset`` of ``{"text", "source"}`` documents.
 
-    source: ``"auto"`` (RedPajama if the Hub answers within 5 s, else Shakespeare),
-        ``"redpajama"``, ``"shakespeare"``, or a path / folder / glob of your own
-        ``.txt`` / ``.jsonl`` / ``.parquet`` files.
+    source: ``"auto"`` (RedPajama if the Hub answers within 5 s, else Shakespeare:
+        see :func:`resolve_source`), ``"redpajama"``, ``"shakespeare"``, or a
+        path / folder / glob of your own ``.txt`` / ``.jsonl`` / ``.parquet`` files.
     split: ``"train"`` or ``"validation"`` (disjoint, deterministic).
     shuffle: approximate shuffling with a buffer of ``buffer_size`` documents
         (plus shard order), reproducible with ``seed``.
@@ -318,21 +481,10 @@ def stream_documents(source: str = "auto", split: str = "train", *, shuffle: boo
     Compose with ``.take(n)``, ``.skip(n)``, ``.filter(...)``, ``.map(...)``.
     """
     _check_split(split)
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be a string or path, not {type(source).__name__}")
-    source = str(source)
-    say = print if verbose else (lambda *a, **k: None)
-    if source == "auto":
-        ok, reason = hub_reachable()
-        if ok:
-            say(f"[minigpt] data: RedPajama-Data-1T-Sample, streamed from the Hub ({reason})")
-            ds = redpajama(split, seed=seed)
-        else:
-            say(f"[minigpt] data: offline Shakespeare corpus, because {reason}")
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # keep datasets from retrying the network
-            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-            ds = shakespeare(split)
-    elif source == "redpajama":
+    auto = str(source) == "auto"
+    source = resolve_source(source, verbose=verbose)  # says which corpus "auto" chose, and why
+    say = print if verbose and not auto else (lambda *a, **k: None)
+    if source == "redpajama":
         base = os.environ.get("MINIGPT_REDPAJAMA_BASE")  # a local imitation of the Hub repo (tests)
         if not base:
             ok, reason = hub_reachable()

@@ -88,6 +88,16 @@ class GPTConfig:
         return cls(**d)
 
 
+def damaged_checkpoint_fix(directory: str | Path) -> str:
+    """What to do about a damaged checkpoint folder: the end of every such error message."""
+    return (f"delete the folder {directory} and use the previous checkpoint (load_checkpoint and "
+            "`train --resume` pick the newest complete one), or copy or save it again")
+
+
+def _more(names: list[str]) -> str:
+    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+
+
 class MLP(nn.Module):
     """Position-wise feed-forward: widen 4x, GELU, project back. Where most parameters live."""
 
@@ -253,26 +263,82 @@ class GPT(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "library": "minigpt_helpers"})
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
         if self.tokenizer is not None:
             self.tokenizer.save(directory / TOKENIZER_DIR)
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> GPT:
-        """Rebuild a model saved with :meth:`save` (weights, config and tokenizer if present)."""
-        from safetensors.torch import load_model
+    def check_saved(cls, directory: str | Path) -> GPTConfig:
+        """The GPTConfig of a folder written by :meth:`save`, checked against its weights file.
+
+        Reads ``config.json`` and only the header of ``model.safetensors`` (names and
+        shapes, no tensor data), so it is cheap. A damaged or mismatched checkpoint
+        fails here with a ValueError that names the file and the fix, instead of a
+        raw safetensors or ``load_state_dict`` error (or a shape error deep in a matmul).
+        """
+        from safetensors import SafetensorError, safe_open
 
         directory = Path(directory)
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for p in (cfg_path, w_path):
-            if not p.exists():
+            if not p.is_file():
                 raise FileNotFoundError(f"{p} not found: expected a directory written by GPT.save()")
-        config = GPTConfig.from_dict(json.loads(cfg_path.read_text()))
+        fix = damaged_checkpoint_fix(directory)
+        try:
+            config = GPTConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path} is not valid JSON ({e}): the checkpoint is damaged; {fix}") from None
+        except (ValueError, TypeError) as e:  # UnicodeDecodeError included: it is a ValueError
+            raise ValueError(f"{cfg_path} does not describe a GPTConfig ({e}); {fix}") from None
+        try:
+            with safe_open(str(w_path), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except SafetensorError as e:
+            raise ValueError(f"{w_path} is damaged ({e}): the file was cut short, or is not a safetensors "
+                             f"file; {fix}") from None
+        with torch.device("meta"):  # shapes only: no memory, no initialisation work
+            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        tied = ("lm_head.weight", "transformer.wte.weight")  # stored once (weight tying)
+        for a, b in (tied, tied[::-1]):
+            if a not in shapes and b in shapes:
+                shapes[a] = shapes[b]
+        wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+        missing = [k for k in expected if k not in shapes]
+        extra = [k for k in shapes if k not in expected]
+        if wrong or missing or extra:
+            if wrong:
+                k = wrong[0]
+                detail = f"{k} has shape {list(shapes[k])} in the weights but {list(expected[k])} by the config"
+            elif missing:
+                detail = f"the config needs {missing[0]}{_more(missing)}, which the weights lack"
+            else:
+                detail = f"the weights hold {extra[0]}{_more(extra)}, which the config has no place for"
+            raise ValueError(f"{w_path} does not match {cfg_path} ({detail}): the two files come from different "
+                             f"models; {fix}")
+        return config
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> GPT:
+        """Rebuild a model saved with :meth:`save` (weights, config and tokenizer if present).
+
+        The files are checked first (:meth:`check_saved`): a damaged or mismatched
+        checkpoint raises a ValueError naming it and the fix.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        config = cls.check_saved(directory)
         model = cls(config)
         device = torch.device(device) if device is not None else torch.device("cpu")
         model.to(device)
-        load_model(model, str(w_path), strict=True, device=str(device))
+        try:
+            load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
+        except (SafetensorError, RuntimeError) as e:  # e.g. a file changed after the check
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{directory / WEIGHTS_FILE} could not be loaded ({first}); "
+                             f"{damaged_checkpoint_fix(directory)}") from e
         if (directory / TOKENIZER_DIR).exists():
             from .tokenizer import load_tokenizer  # another chapter's module; imported only when needed
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -38,7 +41,7 @@ def test_roundtrip_ready_model_with_tokenizer(tmp_path):
     model = _model()
     opt = _trained_optimizer(model)
     path = save_checkpoint(tmp_path, model, step=7, optimizer=opt, trainer={"note": "hi"})
-    assert path.name == "ckpt-0000007" and (tmp_path / "latest").read_text().strip() == path.name
+    assert path.name == "ckpt-0000007" and (tmp_path / "latest").read_text(encoding="utf-8").strip() == path.name
     loaded = load_checkpoint(tmp_path, device="cpu")  # the output folder or ...
     again = load_checkpoint(path, device="cpu")  # ... the checkpoint folder itself
     for m in (loaded, again):
@@ -49,7 +52,7 @@ def test_roundtrip_ready_model_with_tokenizer(tmp_path):
     # nothing pickled: only safetensors and JSON (and the tokenizer's own files)
     suffixes = {f.suffix for f in path.rglob("*") if f.is_file()}
     assert suffixes <= {".safetensors", ".json", ".model", ".txt", ""}, suffixes
-    assert json.loads((path / "trainer.json").read_text())["note"] == "hi"
+    assert json.loads((path / "trainer.json").read_text(encoding="utf-8"))["note"] == "hi"
 
 
 def test_optimizer_state_roundtrip_through_safetensors():
@@ -123,3 +126,64 @@ def test_keeps_the_last_two(tmp_path):
 def test_missing_checkpoint_error_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="--out"):
         load_checkpoint(tmp_path)
+
+
+def test_save_works_where_fsync_needs_a_writable_descriptor(tmp_path, monkeypatch):
+    """Windows refuses fsync on a file opened read-only (EBADF): every save used to fail there."""
+    fcntl = pytest.importorskip("fcntl")  # POSIX only: F_GETFL tells how a descriptor was opened
+    real_fsync = os.fsync
+    refused = []
+
+    def windows_like_fsync(fd):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            refused.append(fd)
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", windows_like_fsync)
+    model = _model()
+    path = save_checkpoint(tmp_path, model, step=1, optimizer=_trained_optimizer(model))
+    monkeypatch.undo()
+    assert find_checkpoint(tmp_path) == path
+    assert torch.equal(load_checkpoint(tmp_path, device="cpu").transformer.wte.weight, model.transformer.wte.weight)
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    model = _model()
+    path = save_checkpoint(tmp_path, model, step=4, optimizer=_trained_optimizer(model))
+    return path
+
+
+def test_truncated_weights_name_the_checkpoint_and_the_fix(saved):
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    for load in (lambda: load_checkpoint(saved.parent, device="cpu"), lambda: ck.load_training_state(saved.parent)):
+        with pytest.raises(ValueError, match="cut short") as e:
+            load()
+        assert str(weights) in str(e.value) and f"delete the folder {saved}" in str(e.value)
+
+
+def test_config_that_does_not_match_the_weights_names_the_fix(saved):
+    cfg = json.loads((saved / "config.json").read_text(encoding="utf-8"))
+    (saved / "config.json").write_text(json.dumps(dict(cfg, n_embd=32)), encoding="utf-8")
+    for load in (lambda: load_checkpoint(saved, device="cpu"), lambda: ck.load_training_state(saved.parent)):
+        with pytest.raises(ValueError, match="does not match .*config.json.*delete the folder"):
+            load()
+    (saved / "config.json").write_text(json.dumps(dict(cfg, n_layer=2)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"the config needs transformer\.h\.1\."):
+        load_checkpoint(saved, device="cpu")
+    (saved / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_checkpoint(saved, device="cpu")
+
+
+def test_damaged_training_state_names_the_fix(saved):
+    (saved / "trainer.json").write_text('{"step": 4, "optim', encoding="utf-8")  # cut short
+    with pytest.raises(ValueError, match="trainer.json is damaged.*delete the folder"):
+        ck.load_training_state(saved.parent)
+
+
+def test_a_file_instead_of_a_folder_names_the_folder(saved):
+    with pytest.raises(NotADirectoryError, match=re.escape(f"pass the checkpoint folder that holds it, e.g. {saved}")):
+        load_checkpoint(saved / "model.safetensors")

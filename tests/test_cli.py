@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
-from minigpt_helpers import find_checkpoint, load_checkpoint
+import minigpt_helpers.data as data
+import minigpt_helpers.generation as generation
+import minigpt_helpers.training as training
+from minigpt_helpers import GPT, GPTConfig, find_checkpoint, load_checkpoint, save_checkpoint, set_seed
 from minigpt_helpers.cli import main
+from minigpt_helpers.tokenizer import CharTokenizer
 
 TEXT = "".join(f"ROMEO {i}. But soft, what light through yonder window breaks?\n" * 2 for i in range(80))
 
@@ -17,7 +22,7 @@ TEXT = "".join(f"ROMEO {i}. But soft, what light through yonder window breaks?\n
 @pytest.fixture()
 def play(tmp_path):
     path = tmp_path / "play.txt"
-    path.write_text(TEXT)
+    path.write_text(TEXT, encoding="utf-8")
     return path
 
 
@@ -26,13 +31,14 @@ def test_train_resume_generate(play, tmp_path, capsys):
     # the real entry point, in a fresh interpreter
     proc = subprocess.run([sys.executable, "-m", "minigpt_helpers", "train", "--data", str(play), "--tokenizer",
                            "char", "--preset", "tiny", "--steps", "6", "--checkpoint-every", "3",
-                           "--log-interval", "3", "--out", str(out)], capture_output=True, text=True, timeout=180)
+                           "--log-interval", "3", "--out", str(out)], capture_output=True, text=True, encoding="utf-8",
+                          timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 3/6 | loss" in proc.stdout and "val loss" in proc.stdout
     assert find_checkpoint(out).name == "ckpt-0000006"
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     # a single text file: first 90 % train, last 10 % validation
-    state = json.loads((out / "ckpt-0000006" / "trainer.json").read_text())
+    state = json.loads((out / "ckpt-0000006" / "trainer.json").read_text(encoding="utf-8"))
     assert state["step"] == 6 and len(state["history"]["losses"]) == 6
 
     # --resume continues from the checkpoint (and says from which step), with more steps
@@ -58,3 +64,87 @@ def test_time_budget_and_errors(play, tmp_path, capsys):
         main(["train", "--out", str(tmp_path / "nodata")])  # --data is required for a new run
     assert main(["--list-presets"]) == 0
     assert "cpu:" in capsys.readouterr().out
+    assert main(["train", "--list-presets"]) == 0  # as the README writes it: no --out needed
+    assert "tiny:" in capsys.readouterr().out
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    """A small saved model with its tokenizer (no training needed to test generation)."""
+    tok = CharTokenizer.train([TEXT])
+    set_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    model.tokenizer = tok
+    return save_checkpoint(tmp_path / "saved", model, step=1)
+
+
+@pytest.fixture()
+def generate_calls(monkeypatch):
+    """Every call the CLI makes to generate(), with its keyword arguments."""
+    calls = []
+    real = generation.generate
+
+    def spy(model, prompt="", **kwargs):
+        calls.append(kwargs)
+        return real(model, prompt, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", spy)
+    return calls
+
+
+def test_generate_offers_top_p_and_streaming(checkpoint, generate_calls, capsys):
+    args = ["generate", "--checkpoint", str(checkpoint), "--prompt", "ROMEO", "--max-new-tokens", "30",
+            "--seed", "3", "--top-p", "0.9", "--top-k", "20", "--temperature", "1.0"]
+    assert main(args + ["--no-stream"]) == 0
+    whole = capsys.readouterr().out
+    assert main(args + ["--stream"]) == 0
+    streamed = capsys.readouterr().out
+    assert [c.get("stream", False) for c in generate_calls] == [False, True]
+    assert all(c["top_p"] == 0.9 and c["top_k"] == 20 for c in generate_calls)
+    assert streamed == whole and whole.startswith("ROMEO") and whole.endswith("\n")  # same text, one newline
+
+
+def test_generate_streams_to_a_terminal_by_default(checkpoint, generate_calls, capsys, monkeypatch):
+    args = ["generate", "--checkpoint", str(checkpoint), "--prompt", "ROMEO", "--max-new-tokens", "5", "--seed", "0"]
+    assert main(args) == 0  # captured output: not a terminal, all at once
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(args) == 0
+    assert [c.get("stream", False) for c in generate_calls] == [False, True]
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0] == out[1]
+
+
+@pytest.fixture()
+def tiny_shakespeare(tmp_path, monkeypatch):
+    """A two-play stand-in for the offline corpus (fast to tokenize)."""
+    corpus = tmp_path / "shakespeare"
+    corpus.mkdir()
+    for name in ("romeo", "hamlet"):
+        scenes = "".join(f"SCENE {i}. A street.\n\n{TEXT[:800]}\n" for i in range(1, 6))
+        (corpus / f"{name}_gut.txt").write_text(f"ACT I.\n\n{scenes}", encoding="utf-8")
+    monkeypatch.setenv("MINIGPT_SHAKESPEARE_DIR", str(corpus))
+    return corpus
+
+
+def test_run_records_what_auto_chose_and_resume_keeps_it(tiny_shakespeare, tmp_path, monkeypatch):
+    """--data auto without a network is Shakespeare; a --resume once the network is back must not
+    switch to RedPajama half-way through (nor retrain the tokenizer on other text)."""
+    seen = []
+
+    def fake_train(model, data_source, cfg, *, out_dir, resume, live):  # records the data; saves a checkpoint
+        seen.append(data_source)
+        optimizer = training.make_optimizer(model, cfg, model.device)
+        path = save_checkpoint(out_dir, model, step=len(seen), optimizer=optimizer,
+                               trainer={"train_config": cfg.to_dict()})
+        return SimpleNamespace(final_val_loss=None, stop_reason="done", step=len(seen), checkpoint=path)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    out = tmp_path / "run"
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (False, "no network (test)"))
+    assert main(["train", "--data", "auto", "--preset", "tiny", "--steps", "1", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run == {"data": "shakespeare", "tokenizer": "char", "tokenizer_data": "shakespeare"}
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (True, "the Hub is back (test)"))
+    assert main(["train", "--out", str(out), "--resume", "--steps", "2"]) == 0
+    assert seen == ["shakespeare", "shakespeare"]
+    assert json.loads((out / "run.json").read_text(encoding="utf-8")) == run

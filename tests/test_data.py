@@ -78,7 +78,7 @@ def test_take_and_skip_compose():
 def test_single_text_file_is_split_by_position(tmp_path):
     body = "".join(f"line {i} of my novel\n" for i in range(2000))
     f = tmp_path / "novel.txt"
-    f.write_text(body)
+    f.write_text(body, encoding="utf-8")
     train = texts(m.stream_documents(str(f), "train", verbose=False))
     val = texts(m.stream_documents(str(f), "validation", verbose=False))
     assert len(train) == len(val) == 1
@@ -89,8 +89,8 @@ def test_single_text_file_is_split_by_position(tmp_path):
 
 def test_folder_and_glob_of_jsonl_and_txt(tmp_path):
     rows = [{"text": f"document number {i} " * 5, "id": i} for i in range(200)]
-    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (tmp_path / "b.txt").write_text("hello world\n" * 100)
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    (tmp_path / "b.txt").write_text("hello world\n" * 100, encoding="utf-8")
     train = list(m.stream_documents(str(tmp_path), verbose=False))
     val = list(m.stream_documents(str(tmp_path / "*.jsonl"), "validation", verbose=False))
     assert {r["source"] for r in train} == {"a.jsonl", "b.txt"}
@@ -114,10 +114,10 @@ def test_bad_sources_give_clear_errors(source, error, words, tmp_path, monkeypat
 
 
 def test_empty_and_unsupported_files_are_rejected(tmp_path):
-    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="empty data files"):
         m.stream_documents(str(tmp_path / "empty.txt"), verbose=False)
-    (tmp_path / "x.csv").write_text("a,b\n")
+    (tmp_path / "x.csv").write_text("a,b\n", encoding="utf-8")
     with pytest.raises(ValueError, match="unsupported file types"):
         m.stream_documents(str(tmp_path / "x.csv"), verbose=False)
     (tmp_path / "sub").mkdir()
@@ -125,6 +125,145 @@ def test_empty_and_unsupported_files_are_rejected(tmp_path):
         m.stream_documents(str(tmp_path / "sub"), verbose=False)
     with pytest.raises(ValueError, match="'train' or 'validation'"):
         m.stream_documents("shakespeare", split="test", verbose=False)
+
+
+def test_json_array_and_parquet_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.json").write_text(json.dumps([{"text": f"array doc {i}"} for i in range(30)]), encoding="utf-8")
+    pq.write_table(pa.table({"text": [f"parquet doc {i}" for i in range(30)], "n": list(range(30))}),
+                   tmp_path / "b.parquet")
+    rows = [r for split in ("train", "validation") for r in m.stream_documents(str(tmp_path), split, verbose=False)]
+    assert sorted(r["text"] for r in rows) == sorted([f"array doc {i}" for i in range(30)]
+                                                     + [f"parquet doc {i}" for i in range(30)])
+    assert {r["source"] for r in rows} == {"a.json", "b.parquet"}
+
+
+UNREADABLE = [  # (file name, bytes, what the error must say)
+    ("random.txt", bytes(range(256)) * 40, r"random\.txt is not UTF-8 text: it contains NUL bytes"),
+    ("utf16.txt", "To be, or not to be".encode("utf-16"), r"utf16\.txt is not UTF-8 text.*UTF-16"),
+    ("latin1.txt", "Où est la café? Très bien.\n".encode("latin-1") * 10,
+     r"latin1\.txt is not UTF-8 text: the byte at offset 1 \(0xf9\).*iconv"),
+    ("bad.jsonl", b'{"text": "fine"}\n{"text": "oops",}\n', r"bad\.jsonl, line 2: not valid JSON.*\"text\""),
+    ("notext.jsonl", b'{"body": "no text field"}\n',
+     r"notext\.jsonl, line 1: no \"text\" field \(its fields: 'body'\)"),
+    ("list.jsonl", b'["text", "a list"]\n', r"list\.jsonl, line 1: a JSON list, not an object"),
+    ("number.jsonl", b'{"text": 3}\n', r"number\.jsonl, line 1: \"text\" is int"),
+    ("notparquet.parquet", b"this is not parquet", r"notparquet\.parquet is not a readable Parquet file"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [pytest.param(*c, id=c[0]) for c in UNREADABLE])
+def test_unreadable_files_are_refused_up_front_naming_file_and_line(name, content, words, tmp_path):
+    """Not silently decoded with U+FFFD, nor a raw pyarrow error mid-training: a clear error, at once."""
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=words):
+        m.stream_documents(str(tmp_path / name), verbose=False)
+
+
+def test_parquet_without_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["a", "b"]}), tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match=r"x\.parquet has no \"text\" column.*'body'"):
+        m.stream_documents(str(tmp_path / "x.parquet"), verbose=False)
+
+
+def test_a_bad_line_deep_in_a_jsonl_file_names_file_and_line(tmp_path):
+    """The up-front check reads only the first rows; later lines fail as they stream, just as clearly."""
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(500)]
+    lines[400] = "{truncated"
+    (tmp_path / "big.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    ds = m.stream_documents(str(tmp_path / "big.jsonl"), verbose=False)  # the first rows are fine
+    with pytest.raises(ValueError, match=r"big\.jsonl, line 401: not valid JSON"):
+        list(ds)
+
+
+def test_text_check_reads_only_the_start(tmp_path):
+    """A huge .txt costs nothing to check: a bad byte after the checked start does not stop a run."""
+    f = tmp_path / "big.txt"
+    f.write_bytes(b"good text\n" * (data.CHECK_BYTES // 10 + 10) + b"\xff the rest\n")
+    rows = list(m.stream_documents(str(f), verbose=False)) + list(m.stream_documents(str(f), "validation",
+                                                                                      verbose=False))
+    assert "".join(r["text"] for r in rows).endswith("\ufffd the rest\n")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every DNS lookup and connection fails, and is recorded; no offline variables; datasets as online."""
+    import datasets
+
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args[:2])
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, addr: refuse(addr))
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "0")
+        monkeypatch.delenv(var)  # (setenv first, so that the end of the test restores the original)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # as for a learner with no offline variable
+    monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", True)
+    monkeypatch.setattr(data, "_probe_cache", None)
+    return tried
+
+
+def test_offline_sources_never_touch_the_network(no_network, tmp_path):
+    """Shakespeare and your own files are read without a single network call (load_dataset pings the Hub)."""
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(40)]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    (tmp_path / "b.txt").write_text("hello world\n" * 50, encoding="utf-8")
+    for source in ("shakespeare", str(tmp_path)):
+        for split in ("train", "validation"):
+            assert list(islice(m.stream_documents(source, split, shuffle=True, verbose=False), 5))
+    assert no_network == []
+
+
+def test_failed_probe_does_not_turn_the_process_offline(no_network, monkeypatch, capsys):
+    """Defect 9: after one failed probe, "auto" used to set HF_HUB_OFFLINE=1 for the whole process,
+    so every later probe (and transformers' from_pretrained) stayed offline for good."""
+    before = dict(os.environ)
+    probes = []
+
+    class Answer:
+        status = 200
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(request, timeout):
+        probes.append(request.full_url)
+        if len(probes) == 1:
+            raise OSError("no route to host (simulated)")
+        return Answer()  # the network is back
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    ds = m.stream_documents("auto", verbose=True)
+    assert next(iter(ds))["source"].startswith("shakespeare/")
+    assert "offline Shakespeare corpus, because" in capsys.readouterr().out
+    assert dict(os.environ) == before  # nothing written for the whole process
+    ok, reason = data.hub_reachable(refresh=True)
+    assert len(probes) == 2 and ok, reason  # probed again, and saw the network come back
+
+
+def test_resolve_source_says_what_auto_stands_for(monkeypatch, capsys):
+    assert m.resolve_source is data.resolve_source and "resolve_source" in m.__all__
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (False, "no network (test)"))
+    assert m.resolve_source("auto") == "shakespeare"
+    assert "offline Shakespeare corpus, because no network (test)" in capsys.readouterr().out
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (True, "the Hub answered (test)"))
+    assert m.resolve_source("auto", verbose=False) == "redpajama"
+    assert capsys.readouterr().out == ""
+    for other in ("shakespeare", "redpajama", "my/notes/*.txt"):
+        assert m.resolve_source(other) == other
+    assert m.resolve_source(Path("notes.txt")) == "notes.txt"
 
 
 # --- RedPajama against a local imitation of the Hub repo -------------------------------
@@ -136,7 +275,7 @@ def fake_redpajama(tmp_path, monkeypatch):
         for j in range(40):
             meta = {"subset": name, f"field_{i}": j} if i % 2 else {"url": f"https://x/{j}", "nested": {"k": [j]}}
             lines.append(json.dumps({"text": f"{name} document {j}: " + "words " * (j % 7 + 1), "meta": meta}))
-        (tmp_path / fname).write_text("\n".join(lines) + "\n")
+        (tmp_path / fname).write_text("\n".join(lines) + "\n", encoding="utf-8")
     monkeypatch.setenv("MINIGPT_REDPAJAMA_BASE", str(tmp_path))
     return tmp_path
 
@@ -221,7 +360,8 @@ def test_fresh_process_without_offline_variables_falls_back_in_seconds(silent_ho
     env["HF_ENDPOINT"] = silent_host
     code = "import minigpt_helpers as m; print(next(iter(m.stream_documents()))['source'])"
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, encoding="utf-8",
+                         timeout=60)
     elapsed = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr
     assert "offline Shakespeare corpus, because" in out.stdout
