@@ -13,10 +13,10 @@ one here, and from then on imports it from this package. One module per concept:
 """
 
 from .config import artifacts_dir, is_quick, pick, set_seed
-from .device import autocast, default_device, default_precision, peak_flops
+from .device import autocast, choose_compile, choose_precision, default_device, default_precision, enable_tf32, peak_flops
 
 # --- data (issue 2) ---
-from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, shakespeare_dir, stream_documents
+from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, resolve_source, shakespeare_dir, stream_documents
 # --- tokenizers (issue 3) ---
 from .bpe import GPT4_SPLIT_PATTERN, BPETokenizer
 from .sentencepiece_tokenizer import SentencePieceTokenizer
@@ -63,9 +63,12 @@ __all__ = [
     "causal_mask",
     "CausalSelfAttention",
     "CharTokenizer",
+    "choose_compile",
+    "choose_precision",
     "default_device",
     "default_precision",
     "default_tokenizer",
+    "enable_tf32",
     "EOT",
     "evaluate",
     "find_checkpoint",
@@ -94,6 +97,7 @@ __all__ = [
     "recommended_preset",
     "REDPAJAMA_FILES",
     "REDPAJAMA_REPO",
+    "resolve_source",
     "sample_next",
     "save_checkpoint",
     "SentencePieceTokenizer",

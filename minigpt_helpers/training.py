@@ -1,28 +1,36 @@
 """Training the GPT on a stream of text: one ``train()`` for the notebook, the CLI and multi-GPU.
 
-What happens in one optimizer step (the same as nanoGPT's train.py, in a function):
+The loop has the shape of nanoGPT's train.py, in four parts you can read in order:
 
-1. ``grad_accum`` micro-batches: forward under autocast (bf16 on recent GPUs,
-   fp16 + gradient scaler on older ones, fp32 on CPU), backward;
-2. clip the gradient norm to ``grad_clip``;
-3. AdamW step with the learning rate of :func:`lr_at` (linear warmup, then
-   cosine decay to ``min_lr``), weight decay only on matrices that multiply
-   activations (not on biases, LayerNorms or embeddings).
-
-Around it: validation every ``eval_interval`` steps on a fixed held-out set,
-checkpoints every ``checkpoint_every`` steps (atomic, see checkpoint.py), a
-progress bar / live plot / log lines (live.py), a clean stop on Ctrl-C, on a
-non-finite loss, or when the wall-clock budget ``time_budget_s`` is spent.
+1. **setup**: device, precision and compilation (each with its reason, see
+   device.py), the optimizer, the state (fresh or from the newest checkpoint),
+   the data;
+2. **one step** (``one_step``): ``grad_accum`` micro-batches, forward under
+   autocast (bf16 on recent GPUs, fp16 + gradient scaler on older ones, fp32 on
+   CPU) and backward; clip the gradient norm to ``grad_clip``; an AdamW step with
+   the learning rate of :func:`lr_at` (linear warmup, then cosine decay to
+   ``min_lr``), weight decay only on matrices that multiply activations;
+3. **one shared decision to stop** (``_agree``): Ctrl-C, SIGTERM, a callback, the
+   time budget. With several processes, every rank must stop on the same step
+   and read the same clock, or one waits forever in the next all-reduce;
+4. **checkpoint**: at every evaluation by default, at the end, on a stop, and on
+   an error when the state is consistent (atomic, see checkpoint.py).
 
 Launched with ``accelerate launch`` (or ``torchrun``) on several processes it
 runs data-parallel: every process holds a replica, reads its own disjoint rows
 of each global batch, and DDP averages the gradients, so the replicas stay
-identical; only rank 0 writes checkpoints and logs.
+identical; only rank 0 writes checkpoints and logs. A run resumed with a
+different number of processes continues the data stream where it stopped (the
+position counts windows of the shared stream, whatever the world size); each
+step then reads ``world_size * batch_size`` rows, so the global batch changes
+with it, and dropout masks (seeded by seed, rank and step) differ from an
+uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import signal
@@ -37,10 +45,65 @@ import torch
 from torch import nn
 
 from .batching import StreamPosition, train_batches, val_windows
-from .checkpoint import find_checkpoint, load_training_state, save_checkpoint, set_rng_state
+from .checkpoint import find_checkpoint, load_training_state, save_checkpoint
 from .config import artifacts_dir, pick, set_seed
-from .device import autocast, default_device, default_precision, peak_flops
+from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
 from .live import Monitor
+
+
+def _valid_device(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value == "auto":
+        return True
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+# Every TrainConfig field: (check, what a valid value is). Checked in __post_init__,
+# so a bad setting fails when the config is made, with a message naming the range.
+def _int(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _num(lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    return ok
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_size": (_int(1), "an integer >= 1"),
+    "grad_accum": (_int(1), "an integer >= 1"),
+    "max_steps": (_optional(_int(1)), "None or an integer >= 1"),
+    "time_budget_s": (_optional(_num(0, lo_open=True)), "None or a number of seconds > 0"),
+    "lr": (_num(0, lo_open=True), "a finite number > 0"),
+    "min_lr": (_num(0), "a finite number >= 0"),
+    "warmup_steps": (_int(0), "an integer >= 0"),
+    "weight_decay": (_num(0), "a finite number >= 0"),
+    "beta1": (_num(0, 1, hi_open=True), "a number in [0, 1)"),
+    "beta2": (_num(0, 1, hi_open=True), "a number in [0, 1)"),
+    "grad_clip": (_num(0), "a finite number >= 0 (0 disables clipping)"),
+    "eval_interval": (_int(1), "an integer >= 1"),
+    "eval_windows": (_int(1), "an integer >= 1"),
+    "checkpoint_every": (_optional(_int(1)), "None (at every evaluation) or an integer >= 1"),
+    "log_interval": (_int(1), "an integer >= 1"),
+    "shuffle_windows": (_int(1), "an integer >= 1"),
+    "seed": (_int(0), "an integer >= 0"),
+    "device": (_valid_device, "'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1', 'mps'"),
+    "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "'auto', 'fp32', 'bf16' or 'fp16'"),
+    "compile": (lambda v: v is None or isinstance(v, bool), "None (on CUDA only), True or False"),
+    "num_threads": (_optional(_int(1)), "None or an integer >= 1"),
+}
 
 
 @dataclass
@@ -49,6 +112,8 @@ class TrainConfig:
 
     Stop after ``max_steps`` optimizer steps or ``time_budget_s`` seconds, whichever
     comes first; with only a time budget the cosine schedule spans the budget.
+    Every field is checked when the config is made: a bad value raises a
+    ``ValueError`` that names the valid range.
     """
 
     batch_size: int = 12  # sequences per micro-batch, per process
@@ -64,23 +129,24 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_interval: int = 250  # steps between validation losses (and at the end)
     eval_windows: int = 200  # held-out windows scored at each evaluation
-    checkpoint_every: int | None = None  # steps between checkpoints (always one at the end)
+    # Steps between checkpoints; None = at every evaluation, so a crash or a lost
+    # Colab session costs at most eval_interval steps. There is always one at the end.
+    checkpoint_every: int | None = None
     log_interval: int = 100  # steps between log lines on a terminal
     shuffle_windows: int = 1024  # windows shuffled together (see batching.py)
     seed: int = 1337
     device: str = "auto"  # "auto" = CUDA -> MPS -> CPU
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
-    compile: bool | None = None  # torch.compile; None = on CUDA only (no gain measured on CPU)
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (see device.choose_precision)
+    compile: bool | None = None  # torch.compile; None = where it works and helps (see device.choose_compile)
     num_threads: int | None = None  # torch CPU threads; None = torch's default
 
     def __post_init__(self) -> None:
+        for name, (ok, valid) in _RULES.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"TrainConfig.{name} must be {valid}, got {value!r}")
         if self.max_steps is None and self.time_budget_s is None:
             raise ValueError("give max_steps or time_budget_s (or both): e.g. TrainConfig(time_budget_s=300)")
-        for name in ("batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
 
@@ -258,28 +324,209 @@ def evaluate(model: nn.Module, windows: torch.Tensor, batch_size: int, device: t
     return total / count
 
 
-class _StopFlag:
-    """First Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one interrupts."""
+# ------------------------------------------------------------------------------ stopping, together
+class _Signals:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the current step, save, and return.
+
+    SIGTERM is what Slurm, torchrun and a preempted cloud machine send before they
+    kill a job, so it is treated exactly like Ctrl-C. A *second* Ctrl-C stops sooner:
+    it interrupts the step in progress, but never the lines that apply an update and
+    count it, nor a checkpoint being written (``critical()``: it is delivered when
+    they end). So the weights, the step counter and the data position always agree.
+    """
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self._pending = False
+        self._depth = 0
+        self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
-            def handler(signum, frame):
-                if self.requested:
-                    raise KeyboardInterrupt
-                self.requested = True
-
-            signal.signal(signal.SIGINT, handler)
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.requested:
+            if self._depth:
+                self._pending = True  # deliver when the update / save in progress is complete
+                return
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def critical(self, deliver: bool = True):
+        """A block that a second Ctrl-C must not cut in half."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._pending and not self._depth:
+            self._pending = False
+            if deliver:
+                raise KeyboardInterrupt
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of one step on one rank: dropout masks depend on (seed, rank, step) only.
+
+    Re-seeding every step costs microseconds and makes resume exact on every rank,
+    with no per-rank RNG state to save. (Resuming with a different number of
+    processes gives ranks other rows of the batch, so their masks differ anyway.)
+    """
+    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _agree(env: _Env, stop_votes: tuple[int, int], clock: float) -> tuple[int, int, float]:
+    """One shared decision for all ranks: (signal votes, callback votes, rank 0's clock).
+
+    Each rank may see Ctrl-C/SIGTERM or a callback's answer at a different moment,
+    and each has its own clock. If every rank decided alone, one could stop while
+    another waits in the next step's all-reduce (a hang), and their time-based
+    learning rates would differ (replicas drift). So after every step the ranks
+    sum their stop votes and all take rank 0's clock: one small all-reduce.
+    """
+    if env.world == 1:
+        return stop_votes[0], stop_votes[1], clock
+    import torch.distributed as dist
+
+    t = torch.tensor([float(stop_votes[0]), float(stop_votes[1]), clock if env.main else 0.0],
+                     dtype=torch.float64, device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    signals, callbacks, clock0 = t.tolist()
+    return int(signals), int(callbacks), clock0
+
+
+def throughput(tokens_per_step: int, seconds: float, world: int, flops_per_token: float | None,
+               peak_per_device: float | None) -> tuple[float, float | None]:
+    """(tokens/s of the whole run, MFU of one device) for a step of ``seconds``.
+
+    ``tokens_per_step`` counts every rank's tokens, while a peak is one device's:
+    MFU is measured per device, so the tokens are divided among the ``world`` devices.
+    """
+    tok_s = tokens_per_step / max(seconds, 1e-9)
+    if not (peak_per_device and flops_per_token):
+        return tok_s, None
+    return tok_s, flops_per_token * (tok_s / world) / peak_per_device
+
+
+# ------------------------------------------------------------------------------ setup
+@dataclass
+class _Env:
+    """Where and how this process trains."""
+
+    rank: int
+    world: int
+    device: torch.device
+    precision: str
+    use_compile: bool
+    why: str  # the precision and compile decisions, in words
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class _RunState:
+    """Everything a checkpoint must hold to continue exactly (besides weights and optimizer)."""
+
+    step: int = 0
+    elapsed: float = 0.0  # wall-clock seconds of the run so far, rank 0's clock (budget, schedule)
+    train_time: float = 0.0  # seconds spent in optimizer steps (not evaluation or checkpoints)
+    tokens: int = 0
+    position: StreamPosition | None = None  # of the next batch after step `step`
+    history: History = field(default_factory=History)
+    t_warm: float | None = None  # elapsed seconds when warmup ended (time-budget schedule)
+    data_source: str | None = None  # what "auto" resolved to, so a resume reads the same data
+
+
+def _unwrap(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """(the model itself, the user's torch.compile wrapper or None).
+
+    ``train(torch.compile(model))`` must save and resume the plain model's weights
+    (a compiled module's keys start with ``_orig_mod.``) and must not compile twice.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    return (inner, model) if isinstance(inner, nn.Module) else (model, None)
+
+
+def _environment(cfg: TrainConfig) -> _Env:
+    """Rank, device, precision and compilation, with the reasons for each choice."""
+    rank, world, _ = _dist()
+    if world > 1:
+        from accelerate import PartialState
+
+        device = PartialState(cpu=cfg.device == "cpu").device  # initialises the process group (nccl/gloo)
+    else:
+        device = default_device(cfg.device)
+    precision, why_p = choose_precision(device, cfg.precision)
+    use_compile, why_c = choose_compile(device, precision, cfg.compile)
+    if precision == "fp32":
+        enable_tf32(device)  # fp32 matmuls on tensor cores where the GPU has them
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    return _Env(rank, world, device, precision, use_compile, f"{why_p} {why_c}")
+
+
+def _restore(out_dir: str | Path | None, resume: bool, model: nn.Module, optimizer, env: _Env) -> tuple[_RunState, dict]:
+    """The run's state: fresh, or from the newest checkpoint in ``out_dir``."""
+    run = _RunState()
+    saved = load_training_state(out_dir) if (resume and out_dir is not None) else None
+    if saved is None:
+        if resume and env.main:
+            print(f"[minigpt] resume: no checkpoint in {out_dir}; starting from step 0")
+        return run, {}
+    ckpt, st, optim_sd, _rng = saved  # RNG: not needed, every step re-seeds (_step_seed)
+    from safetensors.torch import load_model
+
+    # read on the CPU, copied into the parameters where they live (safetensors refuses "cpu:0")
+    load_model(model, str(ckpt / "model.safetensors"), strict=True, device="cpu")
+    optimizer.load_state_dict(optim_sd)
+    run = _RunState(step=st["step"], elapsed=st["elapsed"], train_time=st["train_time"], tokens=st["tokens"],
+                    position=StreamPosition.from_dict(st["position"]), history=History.from_dict(st["history"]),
+                    t_warm=st.get("t_warm"), data_source=st.get("data_source"))
+    if env.main:
+        before = st.get("world_size", 1)
+        more = (f" (saved by {before} process(es), now {env.world}: the data continues where it stopped, "
+                "but each step now reads a different number of rows)") if before != env.world else ""
+        print(f"[minigpt] resumed from {ckpt} at step {run.step}{more}")
+    return run, st
+
+
+def _lr_now(run: _RunState, cfg: TrainConfig) -> float:
+    """The learning rate for the next step, from the step count or the shared clock."""
+    if run.step >= cfg.warmup_steps and run.t_warm is None:
+        run.t_warm = run.elapsed  # the cosine spans the budget left after warmup
+    progress = None
+    if cfg.max_steps is None:  # by time: progress through the budget left after warmup
+        assert cfg.time_budget_s is not None
+        progress = 0.0 if run.t_warm is None else (run.elapsed - run.t_warm) / max(cfg.time_budget_s - run.t_warm, 1e-9)
+    return lr_at(run.step, cfg, progress)
+
+
+def _explain(error: BaseException, saved: Path | None, kept: Path | None, consistent: bool) -> str:
+    """What to tell the learner when training dies of an exception."""
+    if saved is not None:
+        where = f"a checkpoint of the last complete step was saved to {saved}; resume with resume=True / --resume."
+    elif not consistent:
+        where = (f"the error came in the middle of an update, so nothing was saved; the last checkpoint "
+                 f"({kept or 'none'}) is kept.")
+    else:
+        where = "nothing was saved (no out_dir)."
+    fix = ""
+    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+        fix = (" Out of memory: use a smaller batch_size with a larger grad_accum, e.g. --batch-size 8 "
+               "--grad-accum 8 instead of --batch-size 64 (same tokens per step, less memory).")
+    return f"[minigpt] training stopped by {type(error).__name__}: {where}{fix}"
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -291,14 +538,20 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     data: a source for ``stream_documents`` ("auto", "shakespeare", a path...),
         whose validation split is then used for ``val_data``; or a list of
         strings / a datasets.IterableDataset (then pass ``val_data`` yourself).
-    out_dir: where checkpoints go (every ``cfg.checkpoint_every`` steps, at the
-        end, and on Ctrl-C). ``resume=True`` continues from the newest one there.
+    out_dir: where checkpoints go (at every evaluation unless ``cfg.checkpoint_every``
+        says otherwise, at the end, on Ctrl-C / SIGTERM, and on an error when the
+        state is consistent). ``resume=True`` continues from the newest one there.
     live: "auto" (live plot in Jupyter, log lines elsewhere), "notebook", "log", "off".
     callback: called after every step (after that step's evaluation, if any) with a
         dict (step, loss, lr, tokens, train_time, model, history); returning True
         stops training cleanly, like Ctrl-C.
+
+    ``model`` may be wrapped by ``torch.compile``: the plain model is trained, saved
+    and returned, and the wrapper is used for the steps (it is not compiled twice).
     """
+    # --- setup: device, model, optimizer, state, data
     cfg = cfg or TrainConfig()
+    model, user_compiled = _unwrap(model)
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         raise ValueError("model.tokenizer is None: attach the tokenizer the data should be encoded with, "
@@ -306,184 +559,196 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
                          "build the model with GPTConfig(vocab_size=tokenizer.vocab_size, ...)")
-    rank, world, local_rank = _dist()
-    if world > 1:
-        from accelerate import PartialState
-
-        device = PartialState(cpu=cfg.device == "cpu").device  # initialises the process group (nccl/gloo)
-    else:
-        device = default_device(cfg.device)
-    precision = default_precision(device) if cfg.precision == "auto" else cfg.precision
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    main = rank == 0
+    env = _environment(cfg)
     block = model.config.block_size
+    model.to(env.device)
+    optimizer = make_optimizer(model, cfg, env.device)
+    run, saved = _restore(out_dir, resume, model, optimizer, env)
 
-    # --- state: fresh, or from the newest checkpoint in out_dir
-    set_seed(cfg.seed + rank)
-    step, elapsed, train_time, tokens, position, history = 0, 0.0, 0.0, 0, None, History()
-    t_warm: float | None = None  # elapsed seconds when warmup ended (time-budget schedule)
-    model.to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    saved = load_training_state(out_dir) if (resume and out_dir is not None) else None
-    if resume and saved is None and main:
-        print(f"[minigpt] resume: no checkpoint in {out_dir}; starting from step 0")
-    if saved is not None:
-        ckpt, st, optim_sd, rng = saved
-        from safetensors.torch import load_model
+    if isinstance(data, (str, os.PathLike)):
+        from .data import resolve_source
 
-        load_model(model, str(ckpt / "model.safetensors"), strict=True, device=str(device))
-        optimizer.load_state_dict(optim_sd)
-        step, elapsed, train_time, tokens = st["step"], st["elapsed"], st["train_time"], st["tokens"]
-        t_warm = st.get("t_warm")
-        position, history = StreamPosition.from_dict(st["position"]), History.from_dict(st["history"])
-        set_rng_state(rng, st["rng"])  # rank 0's states (only rank 0 saves): matters for dropout only
-        if main:
-            print(f"[minigpt] resumed from {ckpt} at step {step}")
-
-    # --- data
+        # "auto" is decided once per run: a resumed run reads what it read before.
+        run.data_source = run.data_source if (resume and run.data_source and str(data) == "auto") \
+            else resolve_source(str(data), verbose=env.main)
+        data = run.data_source
     train_docs = _docs_from(data, "train", cfg.seed, shuffle=True)
     if val_data is None and isinstance(data, (str, os.PathLike)):
         val_data = _docs_from(data, "validation", cfg.seed, shuffle=False)
     val = val_windows(val_data, tok, block, cfg.eval_windows) if val_data is not None else None
     batches = train_batches(train_docs, tok, block, cfg.batch_size, shuffle_windows=cfg.shuffle_windows,
-                            seed=cfg.seed, position=position, rank=rank, world_size=world, device=device)
+                            seed=cfg.seed, position=run.position, rank=env.rank, world_size=env.world,
+                            device=env.device)
+    run.position = batches.position()
 
-    # --- the model that runs the steps: DDP replica and/or compiled
+    # --- the module that runs the steps: DDP replica and/or compiled (once)
     runner: nn.Module = model
-    if world > 1:
+    if env.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        runner = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
-    if use_compile:
+        runner = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    elif user_compiled is not None:
+        runner = user_compiled
+    if env.use_compile and (user_compiled is None or env.world > 1):
         runner = torch.compile(runner)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    if scaler is not None and saved is not None and saved[1].get("scaler"):
-        scaler.load_state_dict(saved[1]["scaler"])
+    scaler = torch.amp.GradScaler(env.device.type) if env.precision == "fp16" else None
+    if scaler is not None and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
 
-    tokens_per_step = cfg.batch_size * block * cfg.grad_accum * world
-    peak = peak_flops(device, precision)
+    tokens_per_step = cfg.batch_size * block * cfg.grad_accum * env.world  # all ranks together
+    peak = peak_flops(env.device, env.precision)
     flops_tok = model.flops_per_token() if hasattr(model, "flops_per_token") else None
-    monitor = Monitor(live if main else "off", total=cfg.max_steps, initial=step, log_interval=cfg.log_interval)
+    monitor = Monitor(live if env.main else "off", total=cfg.max_steps, initial=run.step,
+                      log_interval=cfg.log_interval)
+    checkpoint_every = cfg.checkpoint_every or cfg.eval_interval
 
     def checkpoint() -> Path | None:
-        if out_dir is None or not main:
+        """Rank 0 writes the state after step ``run.step`` (atomic; see checkpoint.py)."""
+        if out_dir is None or not env.main:
             return None
-        state = dict(elapsed=elapsed, train_time=train_time, tokens=tokens, position=batches.position().to_dict(),
-                     history=history.to_dict(), train_config=cfg.to_dict(), world_size=world,
-                     scaler=scaler.state_dict() if scaler is not None else None, t_warm=t_warm)
-        return save_checkpoint(out_dir, model, step=step, optimizer=optimizer, trainer=state)
+        state = dict(elapsed=run.elapsed, train_time=run.train_time, tokens=run.tokens,
+                     position=run.position.to_dict(), history=run.history.to_dict(), train_config=cfg.to_dict(),
+                     world_size=env.world, scaler=scaler.state_dict() if scaler is not None else None,
+                     t_warm=run.t_warm, data_source=run.data_source)
+        return save_checkpoint(out_dir, model, step=run.step, optimizer=optimizer, trainer=state)
 
     def run_eval() -> None:
         if val is None:
             return
-        v = evaluate(model, val, cfg.batch_size, device, precision)
-        history.val_steps.append(step)
-        history.val_losses.append(v)
-        history.val_times.append(train_time)
-        monitor.evaluated(history, step=step, val_loss=v)
+        v = evaluate(model, val, cfg.batch_size, env.device, env.precision)
+        run.history.val_steps.append(run.step)
+        run.history.val_losses.append(v)
+        run.history.val_times.append(run.train_time)
+        monitor.evaluated(run.history, step=run.step, val_loss=v)
 
+    def one_step(lr: float) -> tuple[float, float]:
+        """One optimizer step: forward + backward over ``grad_accum`` micro-batches, then the update.
+
+        Returns (the loss averaged over micro-batches and ranks, seconds). When the
+        loss is not finite, no update is made.
+        """
+        nonlocal consistent
+        t0 = time.perf_counter()
+        torch.manual_seed(_step_seed(cfg.seed, env.rank, run.step))  # dropout: same masks after a resume
+        loss_sum = torch.zeros((), device=env.device)
+        for micro in range(cfg.grad_accum):
+            x, y = next(batches)  # (B, T) each
+            no_sync = env.world > 1 and micro < cfg.grad_accum - 1  # DDP: all-reduce gradients once per step
+            with runner.no_sync() if no_sync else contextlib.nullcontext():
+                with autocast(env.device, env.precision):
+                    _, loss = runner(x, y)
+                if cfg.grad_accum > 1:
+                    loss = loss / cfg.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += loss.detach()
+        if env.world > 1:  # the logged loss is the mean over ranks (SUM, then divide: gloo has no AVG)
+            torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.SUM)
+            loss_sum /= env.world
+        loss_val = loss_sum.item()  # the loss at every iteration (a host sync: cheap next to a step)
+        if not math.isfinite(loss_val):
+            optimizer.zero_grad(set_to_none=True)
+            return loss_val, time.perf_counter() - t0
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        if scaler:
+            scaler.unscale_(optimizer)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        with signals.critical():  # the update and its bookkeeping happen together or not at all
+            consistent = False
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            run.step += 1
+            run.tokens += tokens_per_step
+            run.train_time += dt
+            run.position = batches.position()
+            h = run.history
+            h.steps.append(run.step)
+            h.losses.append(loss_val)
+            h.lrs.append(lr)
+            h.times.append(run.train_time)
+            consistent = True
+        return loss_val, dt
+
+    # --- the loop: step, report, evaluate/checkpoint, one shared decision to stop
     model.train()
-    stop_reason, last_ckpt = "done", None
-    t_session = time.perf_counter()
-    elapsed0 = elapsed
-    if not history.val_steps or history.val_steps[-1] != step:
+    stop_reason, last_ckpt, consistent = "done", None, True
+    t_session, elapsed0 = time.perf_counter(), run.elapsed
+    if not run.history.val_steps or run.history.val_steps[-1] != run.step:
         run_eval()  # step 0: the loss of an untrained model, ~ln(vocab_size)
-    with _StopFlag() as stop:
+    with _Signals() as signals:
         try:
-            while True:
-                elapsed = elapsed0 + time.perf_counter() - t_session
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    break
-                if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
-                    stop_reason = "time budget"
-                    break
-                if step >= cfg.warmup_steps and t_warm is None:
-                    t_warm = elapsed  # the cosine spans the budget left after warmup
-                progress = None
-                if cfg.max_steps is None:
-                    progress = (elapsed - t_warm) / max(cfg.time_budget_s - t_warm, 1e-9) if t_warm is not None else 0.0
-                lr = lr_at(step, cfg, progress)
-                t0 = time.perf_counter()
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                loss_sum = None
-                for micro in range(cfg.grad_accum):
-                    x, y = next(batches)  # (B, T) each
-                    sync = micro == cfg.grad_accum - 1
-                    ctx = runner.no_sync() if (world > 1 and not sync and hasattr(runner, "no_sync")) else contextlib.nullcontext()
-                    with ctx:
-                        with autocast(device, precision):
-                            _, loss = runner(x, y)
-                        if cfg.grad_accum > 1:
-                            loss = loss / cfg.grad_accum
-                        (scaler.scale(loss) if scaler else loss).backward()
-                    loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-                if world > 1:
-                    torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
-                loss_val = loss_sum.item()  # the loss at every iteration (a host sync: cheap next to a step)
-                if not math.isfinite(loss_val):
-                    optimizer.zero_grad(set_to_none=True)
+            if cfg.time_budget_s is not None and run.elapsed >= cfg.time_budget_s:
+                stop_reason = "time budget"  # resumed with the budget already spent
+            while stop_reason == "done" and (cfg.max_steps is None or run.step < cfg.max_steps):
+                lr = _lr_now(run, cfg)
+                loss, dt = one_step(lr)
+                if not math.isfinite(loss):  # all ranks agree: the loss is averaged over them
                     stop_reason = "non-finite loss"
                     monitor.message(
-                        f"[minigpt] step {step + 1}: the loss is {loss_val}; stopping without saving. "
+                        f"[minigpt] step {run.step + 1}: the loss is {loss}; stopping without saving. "
                         f"The last good checkpoint ({find_checkpoint(out_dir) if out_dir else 'none'}) is kept. "
                         "Usual fixes: a lower learning rate (lr), more warmup, gradient clipping, or fp32.")
                     break
-                if scaler:
-                    scaler.unscale_(optimizer)
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                dt = time.perf_counter() - t0
-                step += 1
-                train_time += dt
-                tokens += tokens_per_step
-                history.steps.append(step)
-                history.losses.append(loss_val)
-                history.lrs.append(lr)
-                history.times.append(train_time)
-                tok_s = tokens_per_step / max(dt, 1e-9)
-                mfu = flops_tok * tok_s / peak if (peak and flops_tok) else None
-                monitor.step(history, step=step, loss=loss_val, lr=lr, tok_s=tok_s, mfu=mfu, total=cfg.max_steps)
-                last = cfg.max_steps is not None and step >= cfg.max_steps
-                if step % cfg.eval_interval == 0 or last:
+                tok_s, mfu = throughput(tokens_per_step, dt, env.world, flops_tok, peak)
+                monitor.step(run.history, step=run.step, loss=loss, lr=lr, tok_s=tok_s, mfu=mfu,
+                             total=cfg.max_steps)
+
+                last = cfg.max_steps is not None and run.step >= cfg.max_steps
+                if run.step % cfg.eval_interval == 0 or last:
                     run_eval()
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
-                    last_ckpt = checkpoint() or last_ckpt
-                if callback is not None and callback(dict(step=step, loss=loss_val, lr=lr, tokens=tokens,
-                                                          train_time=train_time, model=model, history=history)):
-                    stop_reason = "callback"
+                if run.step % checkpoint_every == 0 and not last:
+                    with signals.critical():
+                        last_ckpt = checkpoint() or last_ckpt
+                asked = bool(callback and callback(dict(step=run.step, loss=loss, lr=lr, tokens=run.tokens,
+                                                        train_time=run.train_time, model=model,
+                                                        history=run.history)))
+                by_signal, by_callback, run.elapsed = _agree(
+                    env, (int(signals.requested), int(asked)), elapsed0 + time.perf_counter() - t_session)
+                if by_signal or by_callback:
+                    stop_reason = "interrupted" if by_signal else "callback"
                     break
-                if stop.requested:
-                    stop_reason = "interrupted"
+                if cfg.time_budget_s is not None and run.elapsed >= cfg.time_budget_s:
+                    stop_reason = "time budget"
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C: the state is consistent (see _Signals)
             stop_reason = "interrupted"
-        elapsed = elapsed0 + time.perf_counter() - t_session
+        except Exception as e:
+            saved_to = None
+            if consistent:
+                with contextlib.suppress(Exception):
+                    saved_to = checkpoint()
+            message = _explain(e, saved_to, last_ckpt or (find_checkpoint(out_dir) if out_dir else None), consistent)
+            monitor.message(message)
+            monitor.close(run.history)
+            if hasattr(e, "add_note"):  # Python >= 3.11: the note is printed with the traceback
+                e.add_note(message)
+            raise
+        run.elapsed = elapsed0 + time.perf_counter() - t_session
         if stop_reason != "non-finite loss":
-            if stop_reason != "done" and (not history.val_steps or history.val_steps[-1] != step):
+            if stop_reason != "done" and (not run.history.val_steps or run.history.val_steps[-1] != run.step):
                 run_eval()
-            last_ckpt = checkpoint() or last_ckpt
+            with signals.critical(deliver=False):  # a Ctrl-C now waits for the save to finish
+                last_ckpt = checkpoint() or last_ckpt
     if stop_reason == "interrupted":
-        monitor.message(f"[minigpt] interrupted at step {step}: model, curves"
+        monitor.message(f"[minigpt] interrupted at step {run.step}: model, curves"
                         f"{' and checkpoint ' + str(last_ckpt) if last_ckpt else ''} kept")
-    monitor.close(history)
-    if world > 1:
+    monitor.close(run.history)
+    if env.world > 1:
         diff = replica_difference(model)
-        if main:
-            print(f"[minigpt] {world} replicas identical: {'yes' if diff == 0 else 'NO'} (max |difference| {diff:g})")
+        if env.main:
+            print(f"[minigpt] {env.world} replicas identical: {'yes' if diff == 0 else 'NO'} "
+                  f"(max |difference| {diff:g})")
         if diff > 0:
             raise RuntimeError(f"data-parallel replicas diverged (max |difference| {diff:g}): "
                                "this is a bug; please report it with your command line")
     model.eval()
-    return TrainResult(model, history, step, stop_reason, last_ckpt, tokens, train_time)
+    return TrainResult(model, run.history, run.step, stop_reason, last_ckpt, run.tokens, run.train_time)
 
 
 def replica_difference(model: nn.Module) -> float:
