@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_worker.py OUT '{"max_steps": 6}'
 
-Trains a tiny model with ``train()`` on in-memory text and writes what this rank
+Trains a tiny model with ``train()`` on in-memory text (with ``all_reduce(AVG)``
+refused, as older gloo does) and writes what this rank
 saw to ``OUT/rank<r>.json``: the steps it ran, why it stopped, its losses and a
 checksum of its weights. Extra keys in the JSON: ``sigterm_at`` (rank 1 sends
 itself SIGTERM after that step), ``resume`` and ``out_dir`` (checkpoints).
@@ -25,8 +26,27 @@ DOCS = [f"Scene {i}. " + "To be, or not to be, that is the question. " * (3 + i 
 VAL = ["Scene 99. " + "Whether tis nobler in the mind to suffer the slings and arrows. " * 6]
 
 
+def _gloo_without_avg() -> None:
+    """Make ``all_reduce(op=AVG)`` fail, as it does on gloo in older torch (the course allows torch >= 2.3).
+
+    train() must average with SUM and a division. (DDP's own gradient averaging runs
+    in C++ and is not affected.)
+    """
+    import torch.distributed as dist
+
+    real = dist.all_reduce
+
+    def all_reduce(tensor, op=dist.ReduceOp.SUM, *args, **kwargs):
+        if op == dist.ReduceOp.AVG:
+            raise RuntimeError("ReduceOp.AVG is not supported by this backend (gloo on older torch)")
+        return real(tensor, op, *args, **kwargs)
+
+    dist.all_reduce = all_reduce
+
+
 def main() -> None:
     out, opts = Path(sys.argv[1]), json.loads(sys.argv[2])
+    _gloo_without_avg()
     rank = int(os.environ.get("RANK", 0))
     tok = CharTokenizer.train(DOCS + VAL)
     set_seed(0)

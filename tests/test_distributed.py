@@ -7,6 +7,8 @@
 * Every stop is one decision shared by all ranks: a time budget (each rank has its
   own clock), or SIGTERM sent to one rank only. Both end on the same step with
   identical replicas, and a resume continues exactly (dropout included).
+* The worker refuses ``all_reduce(op=AVG)``, as gloo does on older torch: the
+  loss is averaged with SUM and a division.
 
 Why torchrun --standalone and not ``accelerate launch --main_process_port P``: a
 port picked by the test and handed to the launcher can be taken by another
