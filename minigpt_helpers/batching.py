@@ -77,7 +77,8 @@ def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[t
     """Yield ``(index, ids)`` for each row from ``start_doc`` on, with ``<|endoftext|>`` after each document.
 
     Rows before ``start_doc`` are skipped without being tokenized (that is what
-    makes resuming cheap). A row marked ``{"continues": True}`` is the next piece
+    makes resuming cheap); a source with an ``iter_from(n)`` method is asked to
+    start at row ``n`` instead, so it need not even read the rows before. A row marked ``{"continues": True}`` is the next piece
     of the previous row's document when both come from the same ``source`` (a long
     ``.txt`` file is streamed in ~1 MB pieces): no end-of-text token goes between them, only after the last piece,
     so a row's EOT is decided when the next row is seen. A literal
@@ -85,7 +86,10 @@ def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[t
     """
     eot = tokenizer.eot_id
     held: tuple[int, list[int], Any] | None = None  # the previous row, until we know whether its document ends
-    for i, doc in enumerate(docs):
+    rows: Iterable[tuple[int, Any]] = enumerate(docs)
+    if start_doc and hasattr(docs, "iter_from"):  # a source that can seek (e.g. .txt pieces): no re-reading
+        rows = enumerate(docs.iter_from(start_doc), start=start_doc)
+    for i, doc in rows:
         if i < start_doc:
             continue
         if held is not None:
@@ -249,7 +253,7 @@ class TrainBatches:
         rows = [next(self.stream) for _ in range(self.batch_size * self.world_size)]
         mine = rows[self.rank * self.batch_size: (self.rank + 1) * self.batch_size]
         t = torch.tensor(mine, dtype=torch.long)  # (B, T+1)
-        x, y = t[:, :-1], t[:, 1:]  # (B, T) each
+        x, y = t[:, :-1].contiguous(), t[:, 1:].contiguous()  # (B, T) each
         if self.device.type == "cuda":
             return (x.pin_memory().to(self.device, non_blocking=True),
                     y.pin_memory().to(self.device, non_blocking=True))

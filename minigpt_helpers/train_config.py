@@ -69,6 +69,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "'auto', 'fp32', 'bf16' or 'fp16'"),
     "compile": (lambda v: v is None or isinstance(v, bool), "None (on CUDA only), True or False"),
     "num_threads": (_optional(_int(1)), "None or an integer >= 1"),
+    "data_workers": (lambda v: v in (0, 1) and not isinstance(v, bool), "0 (in the training process) or 1"),
 }
 
 
@@ -105,6 +106,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (see device.choose_precision)
     compile: bool | None = None  # torch.compile; None = where it works and helps (see device.choose_compile)
     num_threads: int | None = None  # torch CPU threads; None = torch's default
+    data_workers: int = 1  # 1: batches made in a background process (pipeline.py); 0: in the loop
 
     def __post_init__(self) -> None:
         for name, (ok, valid) in _RULES.items():

@@ -49,6 +49,7 @@ from .checkpoint import find_checkpoint, load_training_state, save_checkpoint
 from .config import artifacts_dir, pick, set_seed
 from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
 from .live import Monitor
+from .pipeline import BackgroundBatches
 
 # The settings live in train_config.py; importable from here too, as before.
 from .train_config import PRESETS as PRESETS
@@ -116,6 +117,7 @@ class TrainResult:
     checkpoint: Path | None = None
     tokens: int = 0
     train_time_s: float = 0.0
+    data_wait_s: float = 0.0  # of train_time_s, the seconds spent waiting for a batch
 
     @property
     def final_val_loss(self) -> float | None:
@@ -277,6 +279,7 @@ class _RunState:
     history: History = field(default_factory=History)
     t_warm: float | None = None  # elapsed seconds when warmup ended (time-budget schedule)
     data_source: str | None = None  # what "auto" resolved to, so a resume reads the same data
+    data_wait: float = 0.0  # seconds of train_time spent waiting for batches
 
 
 def _unwrap(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
@@ -323,7 +326,8 @@ def _restore(out_dir: str | Path | None, resume: bool, model: nn.Module, optimiz
     optimizer.load_state_dict(optim_sd)
     run = _RunState(step=st["step"], elapsed=st["elapsed"], train_time=st["train_time"], tokens=st["tokens"],
                     position=StreamPosition.from_dict(st["position"]), history=History.from_dict(st["history"]),
-                    t_warm=st.get("t_warm"), data_source=st.get("data_source"))
+                    t_warm=st.get("t_warm"), data_source=st.get("data_source"),
+                    data_wait=st.get("data_wait", 0.0))
     if env.main:
         before = st.get("world_size", 1)
         more = (f" (saved by {before} process(es), now {env.world}: the data continues where it stopped, "
@@ -406,9 +410,13 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     if val_data is None and isinstance(data, (str, os.PathLike)):
         val_data = _docs_from(data, "validation", cfg.seed, shuffle=False)
     val = val_windows(val_data, tok, block, cfg.eval_windows) if val_data is not None else None
-    batches = train_batches(train_docs, tok, block, cfg.batch_size, shuffle_windows=cfg.shuffle_windows,
-                            seed=cfg.seed, position=run.position, rank=env.rank, world_size=env.world,
-                            device=env.device)
+    where = dict(shuffle_windows=cfg.shuffle_windows, seed=cfg.seed, position=run.position, rank=env.rank,
+                 world_size=env.world)
+    if cfg.data_workers:  # tokenizing, packing and shuffling in a background process (pipeline.py)
+        batches = BackgroundBatches(train_docs, tok, block, cfg.batch_size, device=env.device, verbose=env.main,
+                                    **where)
+    else:
+        batches = train_batches(train_docs, tok, block, cfg.batch_size, device=env.device, **where)
     run.position = batches.position()
 
     # --- the module that runs the steps: DDP replica and/or compiled (once)
@@ -441,7 +449,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         state = dict(elapsed=run.elapsed, train_time=run.train_time, tokens=run.tokens,
                      position=run.position.to_dict(), history=run.history.to_dict(), train_config=cfg.to_dict(),
                      world_size=env.world, scaler=scaler.state_dict() if scaler is not None else None,
-                     t_warm=run.t_warm, data_source=run.data_source)
+                     t_warm=run.t_warm, data_source=run.data_source, data_wait=run.data_wait)
         return save_checkpoint(out_dir, model, step=run.step, optimizer=optimizer, trainer=state)
 
     def run_eval() -> None:
@@ -464,7 +472,9 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         torch.manual_seed(_step_seed(cfg.seed, env.rank, run.step))  # dropout: same masks after a resume
         loss_sum = torch.zeros((), device=env.device)
         for micro in range(cfg.grad_accum):
+            t_wait = time.perf_counter()
             x, y = next(batches)  # (B, T) each
+            run.data_wait += time.perf_counter() - t_wait
             no_sync = env.world > 1 and micro < cfg.grad_accum - 1  # DDP: all-reduce gradients once per step
             with runner.no_sync() if no_sync else contextlib.nullcontext():
                 with autocast(env.device, env.precision):
@@ -561,6 +571,9 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
             if hasattr(e, "add_note"):  # Python >= 3.11: the note is printed with the traceback
                 e.add_note(message)
             raise
+        finally:
+            if isinstance(batches, BackgroundBatches):
+                batches.close()  # the worker stops at the end, on Ctrl-C and on errors
         run.elapsed = elapsed0 + time.perf_counter() - t_session
         if stop_reason != "non-finite loss":
             if stop_reason != "done" and (not run.history.val_steps or run.history.val_steps[-1] != run.step):
@@ -580,7 +593,8 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
             raise RuntimeError(f"data-parallel replicas diverged (max |difference| {diff:g}): "
                                "this is a bug; please report it with your command line")
     model.eval()
-    return TrainResult(model, run.history, run.step, stop_reason, last_ckpt, run.tokens, run.train_time)
+    return TrainResult(model, run.history, run.step, stop_reason, last_ckpt, run.tokens, run.train_time,
+                       run.data_wait)
 
 
 def replica_difference(model: nn.Module) -> float:
