@@ -32,6 +32,7 @@ Shakespeare and your own files are read by our own generators, not by
 from __future__ import annotations
 
 import codecs
+import functools
 import glob as globlib
 import json
 import os
@@ -132,6 +133,14 @@ def _is_validation(text: str) -> bool:
     return zlib.crc32(text.encode("utf-8")) % 10_000 < VAL_FRACTION * 10_000
 
 
+def _in_split(example: dict, want_val: bool) -> bool:
+    return _is_validation(example["text"]) == want_val
+
+
+def _labelled(example: dict, label: str) -> dict:
+    return {"text": example["text"], "source": label}
+
+
 def _check_split(split: str) -> None:
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
@@ -139,7 +148,9 @@ def _check_split(split: str) -> None:
 
 def _hash_split(ds: IterableDataset, split: str) -> IterableDataset:
     want_val = split == "validation"
-    return ds.filter(lambda ex: _is_validation(ex["text"]) == want_val)
+    # module-level functions, not lambdas: the stream must pickle to reach a spawned
+    # worker process (pipeline.py on macOS and Windows)
+    return ds.filter(functools.partial(_in_split, want_val=want_val))
 
 
 def _features():
@@ -154,7 +165,7 @@ def _json_file_stream(url: str, label: str, builder: str = "json") -> IterableDa
 
     ds = load_dataset(builder, data_files=url, split="train", streaming=True)
     ds = ds.select_columns(["text"])
-    return ds.map(lambda ex: {"text": ex["text"], "source": label}, features=_features())
+    return ds.map(functools.partial(_labelled, label=label), features=_features())
 
 
 # --- RedPajama ---------------------------------------------------------------------

@@ -75,8 +75,12 @@ class _BatchSource(torch.utils.data.IterableDataset):
             yield _WorkerError(e)
 
 
-def _ignore_sigint(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides when to stop
+    # A datasets stream that sees it runs in a DataLoader worker shards and orders itself
+    # for that worker; ours must yield exactly what it yields in the training process.
+    # (torch reads this only for get_worker_info(); the worker loop keeps its own copy.)
+    torch.utils.data._utils.worker._worker_info = None
 
 
 def _context() -> str:
@@ -108,7 +112,7 @@ class BackgroundBatches:
         try:
             loader = torch.utils.data.DataLoader(
                 source, batch_size=None, num_workers=1, prefetch_factor=max(1, prefetch),
-                pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_sigint,
+                pin_memory=self.device.type == "cuda", worker_init_fn=_init_worker,
                 multiprocessing_context=_context())
             self._it = iter(loader)
         except (pickle.PicklingError, AttributeError, TypeError) as e:  # spawn could not pickle the data

@@ -102,3 +102,20 @@ def test_in_loop_batches_train_identically():
     b, cfg = _model()
     rb = train(b, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 0}), live="off")
     assert ra.history.losses == rb.history.losses
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_shuffled_datasets_stream_gives_the_same_batches_in_a_worker(monkeypatch, start):
+    # datasets shards and orders a stream differently when it sees a DataLoader worker; and
+    # macOS and Windows start workers with "spawn", so the stream must pickle (no lambdas in it)
+    import minigpt_helpers.pipeline as pipeline
+    from minigpt_helpers import stream_documents
+
+    monkeypatch.setattr(pipeline, "_context", lambda: start)
+    tok = CharTokenizer.train(DOCS, unk=True)
+    docs = stream_documents("shakespeare", shuffle=True, verbose=False)
+    plain = train_batches(docs, tok, 16, 4, **KW)
+    with BackgroundBatches(stream_documents("shakespeare", shuffle=True, verbose=False), tok, 16, 4, **KW) as bg:
+        assert not bg.in_process
+        for _ in range(30):
+            assert torch.equal(next(bg)[0], next(plain)[0])
