@@ -508,6 +508,23 @@ def local_files(source: str, split: str = "train") -> IterableDataset:
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
+def text_pieces(source: str, split: str = "train") -> textfiles.TextFilePieces | None:
+    """The pieces of your ``.txt`` files as a seekable sequence of rows, or None for any other source.
+
+    What :func:`local_files` yields for the same files, unshuffled, but a resumed run
+    can start at row ``n`` with ``iter_from(n)`` without reading the rows before it
+    (training uses this: see training.py). None for "auto", "redpajama",
+    "shakespeare", or when any of the files is not ``.txt``.
+    """
+    _check_split(split)
+    if source in ("auto", "redpajama", "shakespeare"):
+        return None
+    files = _resolve_files(source)  # the same checks as local_files: type, size, readable text
+    if any(p.suffix != ".txt" for p in files):
+        return None
+    return textfiles.TextFilePieces([str(p) for p in files], split, val_fraction=VAL_FRACTION)
+
+
 # --- the one entry point -------------------------------------------------------------
 def resolve_source(source: str = "auto", verbose: bool = True) -> str:
     """The concrete source behind ``source``: for ``"auto"``, ``"redpajama"`` or ``"shakespeare"``.

@@ -30,6 +30,11 @@ validation) is read as consecutive *pieces*:
 * **Flat memory.** One piece (about ``block_bytes`` plus the look-ahead) is held at
   a time, whatever the size of the file.
 
+:class:`TextFilePieces` gives the rows of one split of a list of files (what
+:func:`minigpt_helpers.data.local_files` yields for them, unshuffled) as an
+iterable that pickles and seeks: ``iter_from(n)`` starts at row ``n`` from the
+earlier files' piece counts (a few small reads each) and one seek.
+
 Pieces are consecutive parts of one document: a consumer must not put an
 ``<|endoftext|>`` between them (:mod:`minigpt_helpers.data` marks every piece
 after the first with ``"continues": True``).
@@ -47,6 +52,7 @@ token or two may then differ at that boundary, once per ~``BLOCK_BYTES``.
 from __future__ import annotations
 
 import codecs
+import operator
 import os
 import re
 from collections.abc import Iterator
@@ -140,6 +146,21 @@ def split_range(path: str | os.PathLike, split: str, val_fraction: float = VAL_F
         return _split_range(f, split, val_fraction)
 
 
+def _check_block(block_bytes: int | None) -> int:
+    block = BLOCK_BYTES if block_bytes is None else int(block_bytes)
+    if block < MIN_BLOCK_BYTES:
+        raise ValueError(f"block_bytes must be >= {MIN_BLOCK_BYTES}, got {block}")
+    return block
+
+
+def _piece_start(f: BinaryIO, lo: int, hi: int, k: int, block: int, lookahead: int) -> int:
+    """Where piece ``k >= 1`` of the split ``[lo, hi)`` starts (one read of ``lookahead`` bytes); ``hi`` if none."""
+    grid = lo + k * block
+    if grid >= hi:
+        return hi
+    return grid + _after_break(_read(f, grid, min(hi, grid + _reach(lookahead))), 0, lookahead)
+
+
 def iter_text_pieces(path: str | os.PathLike, split: str = "train", start_piece: int = 0, *,
                      block_bytes: int | None = None, val_fraction: float = VAL_FRACTION) -> Iterator[TextPiece]:
     """The pieces ``start_piece, start_piece + 1, ...`` of ``split`` of a UTF-8 text file.
@@ -149,9 +170,7 @@ def iter_text_pieces(path: str | os.PathLike, split: str = "train", start_piece:
     non-empty; the first piece of a split has ``index == 0``. ``block_bytes``
     defaults to ``BLOCK_BYTES`` (read when called, so tests can change it).
     """
-    block = BLOCK_BYTES if block_bytes is None else int(block_bytes)
-    if block < MIN_BLOCK_BYTES:
-        raise ValueError(f"block_bytes must be >= {MIN_BLOCK_BYTES}, got {block}")
+    block = _check_block(block_bytes)
     if start_piece < 0:
         raise ValueError(f"start_piece must be >= 0, got {start_piece}")
     # A boundary lies within `reach` bytes of its grid offset, so it stays before the next grid offset:
@@ -161,13 +180,7 @@ def iter_text_pieces(path: str | os.PathLike, split: str = "train", start_piece:
     with open(path, "rb") as f:
         lo, hi = _split_range(f, split, val_fraction)
         k = start_piece
-        if k == 0:
-            start = lo
-        else:
-            grid = lo + k * block
-            if grid >= hi:
-                return
-            start = grid + _after_break(_read(f, grid, min(hi, grid + reach)), 0, lookahead)
+        start = lo if k == 0 else _piece_start(f, lo, hi, k, block, lookahead)
         while start < hi:
             grid = lo + (k + 1) * block  # where the next piece's search begins
             data = _read(f, start, min(hi, grid + reach))
@@ -179,14 +192,162 @@ def iter_text_pieces(path: str | os.PathLike, split: str = "train", start_piece:
 
 def count_pieces(path: str | os.PathLike, split: str = "train", *, block_bytes: int | None = None,
                  val_fraction: float = VAL_FRACTION) -> int:
-    """How many pieces :func:`iter_text_pieces` yields for ``split``, from one seek (no full read).
+    """How many pieces :func:`iter_text_pieces` yields for ``split``, from a few small reads (no full read).
 
     Piece ``k`` starts within its block, so every grid offset inside the split
-    starts a piece, except that the last one can vanish (its break ends the split).
+    starts a piece, except that the last one can vanish (its break ends the split):
+    only where the last piece starts is read, not the piece.
     """
-    block = BLOCK_BYTES if block_bytes is None else int(block_bytes)
-    lo, hi = split_range(path, split, val_fraction)
-    n = -(-(hi - lo) // block)  # grid offsets lo, lo + block, ... below hi
-    if n > 1 and next(iter_text_pieces(path, split, n - 1, block_bytes=block, val_fraction=val_fraction), None) is None:
-        n -= 1
+    block = _check_block(block_bytes)
+    with open(path, "rb") as f:
+        lo, hi = _split_range(f, split, val_fraction)
+        n = -(-(hi - lo) // block)  # grid offsets lo, lo + block, ... below hi
+        if n > 1 and _piece_start(f, lo, hi, n - 1, block, min(LOOKAHEAD_BYTES, block - 1)) >= hi:
+            n -= 1
     return n
+
+
+def _has_text(f: BinaryIO, lo: int, hi: int) -> bool:
+    """Whether bytes ``[lo, hi)`` hold anything but whitespace (``str.strip``'s), read in growing chunks.
+
+    Usually the first 4 KB answer. Decoded as the pieces are (invalid bytes -> U+FFFD, not
+    whitespace), so it says whether some piece of the split has ``piece.text.strip()``.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pos, size = lo, 1 << 12
+    while pos < hi:
+        data = _read(f, pos, min(hi, pos + size))
+        if not data:  # the file shrank under us
+            break
+        pos += len(data)
+        if decoder.decode(data, final=pos >= hi).strip():
+            return True
+        size = min(4 * size, BLOCK_BYTES)
+    return False
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+class TextFilePieces:
+    """The rows of one split of ``.txt`` files, file by file, piece by piece: iterable, picklable, seekable.
+
+    Each row is ``{"text", "source", "continues", "piece"}``: ``source`` is the
+    file's name, ``continues`` is True for every piece after the first of its
+    file, ``piece`` is the piece's index in its file's split. The ``text`` /
+    ``source`` / ``continues`` columns are exactly the rows that
+    :func:`minigpt_helpers.data.local_files` yields for the same ``.txt`` files
+    and split, unshuffled: a split that holds only whitespace gives no row, and
+    otherwise every piece of it is a row (leading blank pieces included).
+
+    * ``iter(rows)`` reads all of them again, from the start, every time.
+    * ``rows.iter_from(n)`` yields rows ``n, n + 1, ...`` reading only what they
+      need: it finds row ``n`` from each earlier file's piece count (a few small
+      reads per file, done once and cached) and seeks to it, so resuming deep
+      into a 1 GB file costs a few MB of reads, not the 1 GB before it.
+    * ``len(rows)`` is the number of rows (the same cached counts).
+    * ``set_epoch(epoch)`` does nothing (the order is fixed); the batching code calls it when present.
+
+    It holds paths and numbers only (no open file), so it pickles, e.g. to a
+    ``DataLoader`` worker. ``block_bytes`` (default ``BLOCK_BYTES``, read once
+    here) and ``val_fraction`` are as for :func:`iter_text_pieces`; pass
+    ``minigpt_helpers.data.VAL_FRACTION`` to match ``local_files``. Cached counts
+    are recomputed for a file whose size or modification time changed.
+    """
+
+    def __init__(self, files: str | os.PathLike | list[str | os.PathLike] | tuple[str | os.PathLike, ...],
+                 split: str = "train", *, block_bytes: int | None = None,
+                 val_fraction: float = VAL_FRACTION) -> None:
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        if isinstance(files, (bytes, dict)) or not hasattr(files, "__iter__"):
+            raise TypeError(f"files must be a path or a list of paths to .txt files, not {type(files).__name__}")
+        paths = []
+        for p in files:
+            if not isinstance(p, (str, os.PathLike)):
+                raise TypeError(f"files must hold paths (str or pathlib.Path), not {type(p).__name__} {p!r:.60}")
+            path = os.fspath(p)
+            if os.path.splitext(path)[1] != ".txt":
+                raise ValueError(f"{path} is not a .txt file: TextFilePieces reads plain .txt files "
+                                 "(read .jsonl/.json/.parquet files with minigpt_helpers.data.local_files)")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: no such file; pass paths of existing .txt files")
+            paths.append(path)
+        if not paths:
+            raise ValueError("files is empty: pass at least one .txt file")
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
+                or not 0 <= val_fraction <= 1:
+            raise ValueError(f"val_fraction must be a number in [0, 1], e.g. 0.1, got {val_fraction!r}")
+        self.files: tuple[str, ...] = tuple(paths)
+        self.split = split
+        self.block_bytes = _check_block(block_bytes)
+        self.val_fraction = float(val_fraction)
+        self._counts: dict[int, tuple[tuple[int, int], int]] = {}  # file index -> (its stamp, its rows)
+
+    def __repr__(self) -> str:
+        return (f"TextFilePieces({len(self.files)} file{'s' * (len(self.files) != 1)}, split={self.split!r}, "
+                f"block_bytes={self.block_bytes})")
+
+    def _kw(self) -> dict:
+        return {"block_bytes": self.block_bytes, "val_fraction": self.val_fraction}
+
+    def _blank(self, path: str) -> bool:
+        with open(path, "rb") as f:
+            return not _has_text(f, *_split_range(f, self.split, self.val_fraction))
+
+    def file_rows(self, i: int) -> int:
+        """How many rows file ``i`` gives (0 for a blank split): a few small reads, then cached."""
+        path = self.files[i]
+        stamp = _stamp(path)
+        cached = self._counts.get(i)
+        if cached is None or cached[0] != stamp:
+            n = 0 if self._blank(path) else count_pieces(path, self.split, **self._kw())
+            self._counts[i] = cached = (stamp, n)
+        return cached[1]
+
+    def __len__(self) -> int:
+        return sum(self.file_rows(i) for i in range(len(self.files)))
+
+    def _rows(self, i: int, start: int) -> Iterator[dict]:
+        path = self.files[i]
+        if start == 0 and self._blank(path):  # from ``start > 0`` the caller knows it has rows
+            return
+        name = os.path.basename(path)
+        for p in iter_text_pieces(path, self.split, start, **self._kw()):
+            yield {"text": p.text, "source": name, "continues": p.index > 0, "piece": p.index}
+
+    def __iter__(self) -> Iterator[dict]:
+        for i in range(len(self.files)):
+            yield from self._rows(i, 0)
+
+    def iter_from(self, n: int) -> Iterator[dict]:
+        """Rows ``n, n + 1, ...`` (none past the end), reading only what they need (see the class)."""
+        if isinstance(n, bool):
+            raise TypeError("n must be an integer row index, not a bool")
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(f"n must be an integer row index, not {type(n).__name__}") from None
+        if n < 0:
+            raise ValueError(f"n must be >= 0 (a row index), got {n}")
+        return self._iter_from(n)
+
+    def _iter_from(self, n: int) -> Iterator[dict]:
+        i = 0
+        while n > 0 and i < len(self.files):  # skip whole files by their counts
+            c = self.file_rows(i)
+            if n < c:
+                break
+            n, i = n - c, i + 1
+        if i == len(self.files):
+            return
+        yield from self._rows(i, n)
+        for j in range(i + 1, len(self.files)):
+            yield from self._rows(j, 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to do: the rows come in the same order every pass (present for the batching code)."""

@@ -131,10 +131,19 @@ def _dist() -> tuple[int, int, int]:
 
 
 def _docs_from(data: Any, split: str, seed: int, shuffle: bool):
-    """A source name/path -> stream_documents; anything else (list, dataset) as is."""
-    if isinstance(data, (str, os.PathLike)):
-        from .data import stream_documents
+    """A source name/path -> its documents; anything else (list, dataset) as is.
 
+    Your own ``.txt`` files come as seekable pieces (``data.text_pieces``): a
+    resume deep into a large file jumps straight to its piece instead of reading
+    everything before it. (They are not shuffled as rows: the window shuffle in
+    batching.py mixes them, as it always did for a text file, which was one row.)
+    """
+    if isinstance(data, (str, os.PathLike)):
+        from .data import stream_documents, text_pieces
+
+        pieces = text_pieces(str(data), split)
+        if pieces is not None:
+            return pieces
         return stream_documents(str(data), split=split, shuffle=shuffle, seed=seed, verbose=False)
     return data
 

@@ -264,3 +264,195 @@ def test_shuffling_a_txt_stream_holds_few_pieces(tmp_path, monkeypatch):
     data.stream_documents(str(tmp_path / "notes.txt"), shuffle=True, buffer_size=1000, verbose=False)
     data.stream_documents("shakespeare", shuffle=True, buffer_size=1000, verbose=False)
     assert asked == [data.TXT_SHUFFLE_PIECES, 1000]
+
+
+# --- TextFilePieces: the rows of a split, iterable, picklable, seekable --------------------
+def _rows3(rows):
+    """The columns ``local_files`` has (ours add ``piece``)."""
+    return [{k: r[k] for k in ("text", "source", "continues")} for r in rows]
+
+
+def _corpus(folder: Path) -> list[Path]:
+    """Files with the cases ``_text_split`` has rules for, plus multi-byte text, a BOM and CRLF line breaks."""
+    files = {
+        "a_novel.txt": "".join(f"Chapter {i}\n\n" + "L'été était chaud; 漢字 and 😀 emoji.\n" * (1 + i % 5) + "\n"
+                               for i in range(300)),
+        "b_blank_validation.txt": "some text\n" * 900 + " \n" * 1000,  # the last 10 % is whitespace only
+        "c_leading_blanks.txt": " \n" * 5000 + "text at last\n" * 1000,  # more than a piece of whitespace first
+        "d_all_blank.txt": " \t\n\u3000\n" * 3000,  # no text at all (U+3000 is whitespace too)
+        "e_crlf.txt": "".join(f"line {i}, ß€\r\n" + ("\r\n" if i % 9 == 0 else "") for i in range(2000)),
+        "f_tiny.txt": "hello",
+    }
+    paths = []
+    for name, body in files.items():
+        path = folder / name
+        path.write_bytes((b"\xef\xbb\xbf" if name.startswith("e_") else b"") + body.encode("utf-8"))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_text_file_pieces_are_the_rows_of_local_files(tmp_path, small_blocks, split):
+    from minigpt_helpers import data, textfiles
+
+    paths = _corpus(tmp_path)
+    want = list(data.local_files(str(tmp_path), split))  # small_blocks: pieces of 4 KB there and here
+    rows = textfiles.TextFilePieces(paths, split)
+    assert rows.block_bytes == 4096
+    got = list(rows)
+    assert len(got) > (20 if split == "train" else 3) and _rows3(got) == want
+    assert list(rows) == got  # iterable again, from the start
+    assert len(rows) == len(got)
+    for name in {r["source"] for r in got}:
+        mine = [r for r in got if r["source"] == name]
+        assert [r["piece"] for r in mine] == list(range(len(mine)))
+        assert [r["continues"] for r in mine] == [False] + [True] * (len(mine) - 1)
+    if split == "validation":
+        assert "b_blank_validation.txt" not in {r["source"] for r in got}
+    assert "d_all_blank.txt" not in {r["source"] for r in got}
+    lead = [r for r in got if r["source"] == "c_leading_blanks.txt"]
+    if split == "train":
+        assert lead[0]["text"].isspace() and not lead[0]["continues"]  # leading blank pieces are kept
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bodies=st.lists(st.one_of(texts, no_breaks, st.sampled_from(["", " ", "\n \n", " " * 200])),
+                       min_size=1, max_size=3),
+       block=st.integers(8, 40), split=st.sampled_from(["train", "validation"]))
+def test_iter_from_n_is_the_rows_from_n_on_for_every_n(folder, bodies, block, split):
+    from unittest import mock
+
+    from minigpt_helpers import data, textfiles
+
+    paths = [_write(folder, body) for body in bodies]
+    rows = textfiles.TextFilePieces(paths, split, block_bytes=block)
+    with mock.patch.object(textfiles, "BLOCK_BYTES", block):
+        want = list(data._text_files_gen([str(p) for p in paths], split))
+    got = list(rows)
+    assert _rows3(got) == want
+    for n in range(len(got) + 3):
+        assert list(rows.iter_from(n)) == got[n:]
+        assert list(textfiles.TextFilePieces(paths, split, block_bytes=block).iter_from(n)) == got[n:]  # cold
+    assert len(rows) == len(got)
+    for p in paths:
+        p.unlink()
+
+
+def test_text_file_pieces_pickle_and_hold_no_open_file(tmp_path, small_blocks):
+    import pickle
+
+    from minigpt_helpers import textfiles
+
+    paths = _corpus(tmp_path)
+    rows = textfiles.TextFilePieces(paths, "train")
+    cold = pickle.loads(pickle.dumps(rows))
+    it = rows.iter_from(5)
+    first = next(it)  # a half-read iterator does not travel with the object
+    assert len(pickle.dumps(rows)) < 2000  # paths and numbers
+    warm = pickle.loads(pickle.dumps(rows))  # with its cached counts
+    assert list(cold) == list(warm) == list(rows)
+    assert next(warm.iter_from(5)) == next(cold.iter_from(5)) == first
+    rows.set_epoch(3)  # a no-op: same rows
+    assert list(rows.iter_from(5))[0] == first
+
+
+def test_text_file_pieces_count_again_when_a_file_changes(tmp_path):
+    from minigpt_helpers import textfiles
+
+    path = tmp_path / "grows.txt"
+    path.write_text("a line\n" * 100, encoding="utf-8")
+    rows = textfiles.TextFilePieces([path, path], block_bytes=256)
+    n = len(rows)
+    path.write_text("a line\n" * 1000, encoding="utf-8")
+    assert len(rows) > n and list(rows.iter_from(n)) == list(rows)[n:]
+
+
+def test_text_file_pieces_feed_the_batches(tmp_path, small_blocks):
+    """The batching code takes it as it takes any rows (it calls set_epoch, reads text/continues/source)."""
+    import torch
+
+    from minigpt_helpers import CharTokenizer, textfiles, train_batches
+
+    paths = _corpus(tmp_path)
+    rows = textfiles.TextFilePieces(paths)
+    tok = CharTokenizer.train(["".join(r["text"] for r in rows)])
+    a = train_batches(rows, tok, 16, 4, shuffle_windows=64)
+    b = train_batches(list(rows), tok, 16, 4, shuffle_windows=64)
+    for _ in range(50):
+        (xa, ya), (xb, yb) = next(a), next(b)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_text_file_pieces_bad_arguments(tmp_path):
+    from minigpt_helpers import textfiles
+
+    good = tmp_path / "f.txt"
+    good.write_text("hello\n" * 10, encoding="utf-8")
+    (tmp_path / "rows.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
+    cases = [
+        (dict(files=[]), ValueError, "at least one .txt"),
+        (dict(files=[tmp_path / "missing.txt"]), FileNotFoundError, "missing.txt: no such file"),
+        (dict(files=[tmp_path / "rows.jsonl"]), ValueError, "local_files"),
+        (dict(files=[good, 3]), TypeError, "paths"),
+        (dict(files=3), TypeError, "list of paths"),
+        (dict(files=[good], split="test"), ValueError, "split"),
+        (dict(files=[good], block_bytes=textfiles.MIN_BLOCK_BYTES - 1), ValueError, "block_bytes"),
+        (dict(files=[good], val_fraction=1.5), ValueError, "val_fraction"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            textfiles.TextFilePieces(**kwargs)
+    rows = textfiles.TextFilePieces(str(good))  # one path, not a list, is one file
+    assert [r["text"] for r in rows] == ["hello\n" * 10]  # the cut moved to the line break at the end
+    with pytest.raises(ValueError, match=">= 0"):
+        rows.iter_from(-1)  # at the call, not at the first next()
+    with pytest.raises(TypeError, match="integer"):
+        rows.iter_from("3")
+    assert list(rows.iter_from(10**9)) == []
+
+
+def test_resuming_deep_in_a_large_file_reads_a_few_blocks_only(tmp_path, monkeypatch):
+    """``iter_from(n)`` at 90 % of a 30 MB file: its counts and first row cost a few blocks of reads, not 27 MB.
+
+    Every byte that ``textfiles`` reads is counted at the lowest level (the raw file object under its buffer).
+    """
+    import io
+
+    from minigpt_helpers import textfiles
+
+    block = textfiles.BLOCK_BYTES
+    para = "".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog; café, 漢字.\n" * (1 + i % 6) + "\n"
+                   for i in range(3000)).encode("utf-8")
+    path = tmp_path / "big.txt"
+    with open(path, "wb") as f:
+        for _ in range(30 * block // len(para) + 1):
+            f.write(para)
+    n = int(0.9 * len(textfiles.TextFilePieces([path])))
+    want = next(textfiles.iter_text_pieces(path, "train", n))
+    assert n >= 24
+
+    read = [0]
+
+    class CountingFile(io.FileIO):
+        def readinto(self, b):
+            got = super().readinto(b)
+            read[0] += got or 0
+            return got
+
+        def readall(self):
+            data = super().readall()
+            read[0] += len(data)
+            return data
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        assert mode == "rb", mode
+        return io.BufferedReader(CountingFile(file, "r"))
+
+    monkeypatch.setattr(textfiles, "open", counting_open, raising=False)
+    rows = textfiles.TextFilePieces([path])  # fresh: no cached counts
+    first = next(rows.iter_from(n))
+    assert (first["text"], first["piece"], first["continues"]) == (want.text, n, True)
+    assert read[0] < 3 * block, f"iter_from({n}) read {read[0] / 2**20:.1f} MiB"
+    # the counter does see reads: a full pass reads the whole split
+    read[0] = 0
+    assert sum(len(r["text"]) for r in rows) > 0 and read[0] > 0.9 * path.stat().st_size

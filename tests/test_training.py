@@ -323,3 +323,23 @@ def test_auto_source_is_recorded_and_kept_on_resume(tmp_path, monkeypatch):
     r3 = train(model, "auto", cfg3, out_dir=tmp_path, resume=True, live="off")
     assert r3.step == 3 and asked == []  # no probe, no RedPajama: the run keeps reading Shakespeare
     assert json.loads((r3.checkpoint / "trainer.json").read_text(encoding="utf-8"))["data_source"] == "shakespeare"
+
+
+def test_text_files_train_from_seekable_pieces_and_resume_exactly(tmp_path):
+    from minigpt_helpers.textfiles import TextFilePieces
+    from minigpt_helpers.training import _docs_from
+
+    text = "".join(f"Line {i}: to be, or not to be, that is the question.\n" for i in range(3000))
+    (tmp_path / "play.txt").write_text(text, encoding="utf-8")
+    assert isinstance(_docs_from(str(tmp_path / "play.txt"), "train", 0, shuffle=True), TextFilePieces)
+    straight, cfg = tiny_run(steps=8, checkpoint_every=4)
+    straight.tokenizer = CharTokenizer.train([text])
+    model, cfg = tiny_run(steps=8, checkpoint_every=4)
+    model.tokenizer = straight.tokenizer
+    a = train(straight, str(tmp_path / "play.txt"), cfg, live="off")
+    train(model, str(tmp_path / "play.txt"), cfg, out_dir=tmp_path / "run", live="off",
+          callback=lambda info: info["step"] == 5)  # stops after step 5, with a checkpoint there
+    model2, _ = tiny_run(steps=8, checkpoint_every=4)
+    model2.tokenizer = straight.tokenizer
+    b = train(model2, str(tmp_path / "play.txt"), cfg, out_dir=tmp_path / "run", resume=True, live="off")
+    assert b.history.losses == a.history.losses
