@@ -66,24 +66,21 @@ def _shown(text: str) -> str:
     return text if text and text.strip() == text else repr(text)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {_shown(text)}")
-    return value
+def _int_at_least(low: int, what: str):
+    """An argparse type: an integer >= ``low``, refused in one line naming what was given."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {_shown(text)}")
+        return value
+    return check
 
 
-def _natural_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {_shown(text)}")
-    return value
+_positive_int = _int_at_least(1, "a positive integer")
+_natural_int = _int_at_least(0, "an integer >= 0")
 
 
 def _number(text: str) -> float:
