@@ -14,7 +14,8 @@ of ``prefetch`` ready batches:
 * :meth:`BackgroundBatches.position` is the position after the last batch the
   training loop *consumed*, not the last one produced, so a checkpoint resumes
   exactly; the batches are the same as the in-process ones, batch for batch;
-* the worker ignores Ctrl-C (a terminal sends it to every process of the job):
+* the worker ignores Ctrl-C and SIGTERM (a terminal, or Slurm, sends them to
+  every process of the job):
   the training process decides when to stop and shuts the worker down
   (:meth:`close`) at the end, on Ctrl-C and on errors; a worker whose parent
   dies exits by itself (the DataLoader's watchdog);
@@ -76,7 +77,12 @@ class _BatchSource(torch.utils.data.IterableDataset):
 
 
 def _init_worker(worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides when to stop
+    # The training process decides when to stop: a terminal's Ctrl-C and Slurm's SIGTERM reach
+    # every process of the job, and a worker dying of them would turn a clean stop into an error.
+    # (Shutdown does not need signals: close() tells the worker to exit, and it exits by itself
+    # if the training process dies.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A datasets stream that sees it runs in a DataLoader worker shards and orders itself
     # for that worker; ours must yield exactly what it yields in the training process.
     # (torch reads this only for get_worker_info(); the worker loop keeps its own copy.)

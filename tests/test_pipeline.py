@@ -65,15 +65,16 @@ def _model():
                               shuffle_windows=16, device="cpu")
 
 
-def test_the_worker_ignores_ctrl_c_and_stops_with_training(tmp_path):
+def test_the_worker_ignores_ctrl_c_and_sigterm_and_stops_with_training(tmp_path):
     model, cfg = _model()
     during = []
 
     def poke(info):
-        if info["step"] == 2:  # a terminal's Ctrl-C reaches every process of the job, the worker too
+        if info["step"] == 2:  # a terminal's Ctrl-C (Slurm's SIGTERM) reaches every process of the job
             during.extend(multiprocessing.active_children())
             for child in during:
                 os.kill(child.pid, signal.SIGINT)
+                os.kill(child.pid, signal.SIGTERM)
         if info["step"] == 5:
             os.kill(os.getpid(), signal.SIGINT)  # the training process decides: stop after this step
 
