@@ -12,7 +12,7 @@ one here, and from then on imports it from this package. One module per concept:
     generation  generate(model, prompt)
 """
 
-from .config import artifacts_dir, is_quick, pick, set_seed
+from .config import artifacts_dir, is_quick, pick, set_seed, shown_path
 from .device import autocast, choose_compile, choose_precision, default_device, default_precision, enable_tf32, peak_flops
 
 # --- data (issue 2) ---
@@ -105,6 +105,7 @@ __all__ = [
     "save_checkpoint",
     "SentencePieceTokenizer",
     "set_seed",
+    "shown_path",
     "shakespeare_dir",
     "stream_documents",
     "StreamDecoder",

@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .config import shown_path
+
 TOKENIZER_CHARS = 2_000_000  # characters of the training split used to train a tokenizer
 RUN_FILE = "run.json"  # OUT/run.json: the data (resolved) and the tokenizer a run uses
 DEBUG_ENV = "MINIGPT_DEBUG"  # set to 1 for tracebacks instead of one-line errors
@@ -196,7 +198,7 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
     if (path / CONFIG_NAME).is_file():
         tok = load_tokenizer(path)
         if main:
-            print(f"[minigpt] tokenizer: loaded {tok!r} from {path}")
+            print(f"[minigpt] tokenizer: loaded {tok!r} from {shown_path(path)}")
         return tok, False
     if not main:
         raise RuntimeError("internal: only rank 0 trains the tokenizer")
@@ -224,7 +226,8 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
         tok = SentencePieceTokenizer.train(texts(), vocab_size=vocab_size or DEFAULT_VOCAB["sentencepiece"][0],
                                            model_type="bpe")
     tok.save(path)
-    print(f"[minigpt] tokenizer: trained {tok!r} on up to {TOKENIZER_CHARS:,} characters; saved to {path}")
+    print(f"[minigpt] tokenizer: trained {tok!r} on up to {TOKENIZER_CHARS:,} characters; "
+          f"saved to {shown_path(path)}")
     return tok, True
 
 
@@ -270,7 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if data is None:
             _usage_error(f"--resume: {out / RUN_FILE} does not record --data; pass --data again")
         if main:
-            print(f"[minigpt] --resume: continuing {saved} from step {trainer['step']}")
+            print(f"[minigpt] --resume: continuing {shown_path(saved)} from step {trainer['step']}")
     else:
         if not args.data:
             _usage_error("train needs --data SOURCE (e.g. --data shakespeare, or a path to your .txt files)")
@@ -319,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main:
         v = result.final_val_loss
         print(f"[minigpt] {result.stop_reason} at step {result.step}; "
-              f"{f'val loss {v:.4f}; ' if v is not None else ''}checkpoint: {result.checkpoint}")
+              f"{f'val loss {v:.4f}; ' if v is not None else ''}checkpoint: {shown_path(result.checkpoint) if result.checkpoint else None}")
     return 1 if result.stop_reason == "non-finite loss" else 0
 
 

@@ -59,6 +59,22 @@ def artifacts_dir(*parts: str) -> Path:
     return path
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a learner should read it: relative to the course checkout when inside it.
+
+    Messages and notebook outputs say ``artifacts/ch05/ckpt-0000100``, not the
+    absolute path of one machine (which would also end up in committed notebooks).
+    """
+    root = repo_root()
+    p = Path(path)
+    if root is not None:
+        try:
+            return str(p.resolve().relative_to(root.resolve()))
+        except ValueError:
+            pass
+    return str(p)
+
+
 def set_seed(seed: int = 1337) -> None:
     """Seed Python, NumPy (if present) and torch so a chapter's numbers are repeatable."""
     random.seed(seed)

@@ -85,10 +85,18 @@ class Monitor:
         self.mode, self.log_interval, self.plot_every_s = mode, max(1, log_interval), plot_every_s
         self.bar = self.fig = self.handle = None
         self._last_plot = 0.0
+        self.bar_handle = None
         if mode == "notebook":
-            from tqdm.auto import tqdm
+            try:  # a widget bar, shown through our own display handle (see close())
+                from IPython.display import display
+                from tqdm.notebook import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+                self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, display=False)
+                self.bar_handle = display(self.bar.container, display_id=True)
+            except ImportError:  # no ipywidgets: a text bar
+                from tqdm.std import tqdm
+
+                self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
 
     def step(self, history, *, step: int, loss: float, lr: float, tok_s: float, mfu: float | None,
              total: int | None) -> None:
@@ -144,4 +152,11 @@ class Monitor:
             if history is not None:
                 self.plot(history)
             if self.bar is not None:
+                final = str(self.bar)  # e.g. "train: 100%|...| 6966/6966 [06:23<00:00, loss=3.3, ...]"
                 self.bar.close()
+                if self.bar_handle is not None:
+                    # A saved notebook cannot show a widget's last state (GitHub and Colab would show
+                    # "0it"), so the bar is replaced by its final line, as text.
+                    from IPython.display import Pretty
+
+                    self.bar_handle.update(Pretty(final))

@@ -321,7 +321,7 @@ def default_tokenizer(kind: str | None = None, *, verbose: bool = True) -> Token
     ``kind`` is "bpe" (the default: byte-level BPE, vocab 1024), "sentencepiece"
     (BPE via SentencePiece, vocab 1024) or "char".
     """
-    from .config import artifacts_dir, pick
+    from .config import artifacts_dir, pick, shown_path
 
     kind = kind or DEFAULT_KIND
     if kind not in DEFAULT_VOCAB:
@@ -330,7 +330,7 @@ def default_tokenizer(kind: str | None = None, *, verbose: bool = True) -> Token
     if (directory / CONFIG_NAME).is_file():
         tok = load_tokenizer(directory)
         if verbose:
-            print(f"default_tokenizer: loaded {tok!r} from {directory}")
+            print(f"default_tokenizer: loaded {tok!r} from {shown_path(directory)}")
         return tok
 
     from .data import stream_documents
@@ -347,7 +347,7 @@ def default_tokenizer(kind: str | None = None, *, verbose: bool = True) -> Token
                 return
 
     if verbose:
-        print(f"default_tokenizer: no {kind} tokenizer at {directory}; training one "
+        print(f"default_tokenizer: no {kind} tokenizer at {shown_path(directory)}; training one "
               f"(vocab_size={vocab_size}) on ~{budget / 1e6:g}M characters of stream_documents('auto') ...")
     if kind == "bpe":
         from .bpe import BPETokenizer
@@ -362,5 +362,5 @@ def default_tokenizer(kind: str | None = None, *, verbose: bool = True) -> Token
         tok = CharTokenizer.train(texts(), unk=True)
     tok.save(directory)
     if verbose:
-        print(f"default_tokenizer: saved {tok!r} to {directory}")
+        print(f"default_tokenizer: saved {tok!r} to {shown_path(directory)}")
     return tok

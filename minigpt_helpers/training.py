@@ -46,7 +46,7 @@ from torch import nn
 
 from .batching import StreamPosition, train_batches, val_windows
 from .checkpoint import find_checkpoint, load_training_state, save_checkpoint
-from .config import artifacts_dir, pick, set_seed
+from .config import artifacts_dir, pick, set_seed, shown_path
 from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
 from .live import Monitor
 from .pipeline import BackgroundBatches
@@ -341,7 +341,7 @@ def _restore(out_dir: str | Path | None, resume: bool, model: nn.Module, optimiz
         before = st.get("world_size", 1)
         more = (f" (saved by {before} process(es), now {env.world}: the data continues where it stopped, "
                 "but each step now reads a different number of rows)") if before != env.world else ""
-        print(f"[minigpt] resumed from {ckpt} at step {run.step}{more}")
+        print(f"[minigpt] resumed from {shown_path(ckpt)} at step {run.step}{more}")
     return run, st
 
 
@@ -359,7 +359,7 @@ def _lr_now(run: _RunState, cfg: TrainConfig) -> float:
 def _explain(error: BaseException, saved: Path | None, kept: Path | None, consistent: bool) -> str:
     """What to tell the learner when training dies of an exception."""
     if saved is not None:
-        where = f"a checkpoint of the last complete step was saved to {saved}; resume with resume=True / --resume."
+        where = f"a checkpoint of the last complete step was saved to {shown_path(saved)}; resume with resume=True / --resume."
     elif not consistent:
         where = (f"the error came in the middle of an update, so nothing was saved; the last checkpoint "
                  f"({kept or 'none'}) is kept.")
@@ -591,7 +591,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                 last_ckpt = checkpoint() or last_ckpt
     if stop_reason == "interrupted":
         monitor.message(f"[minigpt] interrupted at step {run.step}: model, curves"
-                        f"{' and checkpoint ' + str(last_ckpt) if last_ckpt else ''} kept")
+                        f"{' and checkpoint ' + shown_path(last_ckpt) if last_ckpt else ''} kept")
     monitor.close(run.history)
     if env.world > 1:
         diff = replica_difference(model)
@@ -638,13 +638,13 @@ def get_trained_model(verbose: bool = True):
     if find_checkpoint(out) is not None:
         model = load_checkpoint(out)
         if verbose:
-            print(f"get_trained_model: loaded chapter 05's model from {find_checkpoint(out)}")
+            print(f"get_trained_model: loaded chapter 05's model from {shown_path(find_checkpoint(out))}")
         return model
     tok = default_tokenizer(verbose=verbose)
     name = pick(full="cpu", quick="tiny")
     steps = pick(full=1500, quick=150)
     if verbose:
-        print(f"get_trained_model: no checkpoint in {out}; training preset {name!r} for {steps} steps "
+        print(f"get_trained_model: no checkpoint in {shown_path(out)}; training preset {name!r} for {steps} steps "
               "on the offline Shakespeare corpus ...")
     mcfg, tcfg = preset(name, tok.vocab_size, max_steps=steps, eval_interval=steps)
     set_seed(tcfg.seed)
@@ -653,5 +653,5 @@ def get_trained_model(verbose: bool = True):
     result = train(model, "shakespeare", tcfg, out_dir=out, live="off")
     if verbose:
         print(f"get_trained_model: trained in {result.train_time_s:.0f} s, validation loss "
-              f"{result.final_val_loss:.3f}; saved to {result.checkpoint}")
+              f"{result.final_val_loss:.3f}; saved to {shown_path(result.checkpoint)}")
     return result.model
