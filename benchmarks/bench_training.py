@@ -228,13 +228,18 @@ def run(quick: bool) -> list[Result]:
     our_curve, mcfg, cfg = ours(tok, train_text, val_text, stop_at=target,
                           **({"max_steps": 40, "eval_interval": 10} if quick else {}))
     t_ours = time_to(our_curve, target)
-    note = (f"target = the recipe's validation loss after {iters} iterations ({target:.3f}); "
+    from minigpt_helpers.metrics import bytes_per_token, loss_to_bpb
+
+    bpb = loss_to_bpb(target, bytes_per_token(tok, [val_text]))  # tokenizer-independent: compare in this
+    note = (f"target = the recipe's validation loss after {iters} iterations ({target:.3f} nats/char = "
+            f"{bpb:.3f} bits per byte); "
             f"ours: preset 'cpu' ({mcfg.n_layer} layers x {mcfg.n_embd}), {our_curve[-1][1]} steps of batch "
             f"{cfg.batch_size}, lr {cfg.lr:g}; recipe: 4 layers x 128, batch 12, lr 0.001")
     if t_ours is None:
         t_ours = float("inf")
         note += f"; ours did NOT reach it (best {min(c[2] for c in our_curve):.3f})"
-    results.append(Result(f"time to val loss {target:.2f} (char Tiny Shakespeare, CPU)", t_ours, ref_time,
+    results.append(Result(f"time to val loss {target:.2f} nats/char = {bpb:.2f} bits/byte (char Tiny Shakespeare, CPU)",
+                          t_ours, ref_time,
                           "nanoGPT CPU recipe", "s", lower_is_better=True, target=None if quick else 2.0,
                           note=note))
     if not quick:

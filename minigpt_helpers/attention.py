@@ -15,6 +15,13 @@ Three pieces, from smallest to largest:
 
 Shapes use nanoGPT's letters: B batch, T time (sequence length), C channels
 (``n_embd``), H heads, D head size (``C // H``).
+
+Chapter 07's options (see model.GPTConfig) live here too: rotary position embeddings
+are applied to q and k (layers.apply_rotary); grouped-query attention (Ainslie et al.
+2023, "GQA") gives the keys and values only ``n_kv_head`` heads, each shared by
+``n_head / n_kv_head`` query heads, so the KV cache shrinks by that factor; QK-norm
+(Henry et al. 2020, "Query-Key Normalization for Transformers"; Dehghani et al.
+2023; Qwen3) RMS-normalises each head's q and k before the dot product.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import RMSNorm, apply_rotary
+
 ATTN_IMPLS = ("sdpa", "manual")
+CACHE_CHUNK = 256  # positions a KV cache allocates at first; it doubles as needed, up to its capacity
 
 
 def causal_mask(t_q: int, t_k: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -60,7 +70,7 @@ def attention(
     Why each step:
       * ``q @ k^T`` scores how well each query matches each key;
       * dividing by sqrt(D) keeps the scores' variance ~1 whatever the head size, so the
-        softmax does not saturate into a one-hot (and its gradients do not vanish);
+        softmax does not saturate into a one-hot (where its Jacobian, diag(p) - pp^T, is near zero for most rows);
       * the causal mask sets "future" scores to -inf, so after softmax they get weight 0;
       * softmax turns scores into weights that sum to 1 over the keys;
       * the weights average the values.
@@ -80,11 +90,17 @@ def attention(
 class KVCache:
     """Keys and values of every layer for the tokens seen so far (for fast generation).
 
-    Buffers have shape (n_layer, B, H, capacity, D); ``pos`` is the number of positions
-    filled. Create one with ``model.new_kv_cache(batch_size)``; the model's forward
-    writes the new keys/values of each layer at ``pos .. pos+T-1`` and advances ``pos``
-    by T once all layers are done. ``reset()`` starts a new sequence (no reallocation).
-    Use it for inference, under ``torch.no_grad()``: the buffers are written in place.
+    Buffers have shape (n_layer, B, H_kv, allocated, D); ``pos`` is the number of
+    positions filled. Create one with ``model.new_kv_cache(batch_size)``; the model's
+    forward writes the new keys/values of each layer at ``pos .. pos+T-1`` and advances
+    ``pos`` by T once all layers are done. ``reset()`` starts a new sequence (no
+    reallocation). Use it for inference, under ``torch.no_grad()``: the buffers are
+    written in place.
+
+    Memory: a cache holds ``bytes_per_token`` bytes per position of each sequence
+    (2 tensors x n_layer x H_kv x D numbers). It allocates ``CACHE_CHUNK`` positions at
+    first and doubles when they fill up, never beyond ``capacity`` (block_size), so a
+    model with a long context (SmolLM2: 8192) does not reserve it all for a short reply.
     """
 
     def __init__(
@@ -99,13 +115,25 @@ class KVCache:
     ) -> None:
         if batch_size < 1 or capacity < 1:
             raise ValueError(f"batch_size ({batch_size}) and capacity ({capacity}) must be >= 1")
-        shape = (n_layer, batch_size, n_head, capacity, head_dim)
+        shape = (n_layer, batch_size, n_head, min(capacity, CACHE_CHUNK), head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.n_layer = n_layer
+        self.n_head = n_head  # key/value heads: n_kv_head of the model
+        self.head_dim = head_dim
         self.batch_size = batch_size
         self.capacity = capacity
         self.pos = 0
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes the cache needs per position of one sequence: keys + values of every layer."""
+        return 2 * self.n_layer * self.n_head * self.head_dim * self.k.element_size()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated right now (all sequences, all allocated positions)."""
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
 
     def reset(self) -> None:
         """Forget everything: the next forward starts again at position 0."""
@@ -124,10 +152,21 @@ class KVCache:
                 "Call cache.reset() and re-feed the last block_size tokens (a sliding window)."
             )
 
+    def _grow(self, end: int) -> None:
+        """Make room for positions up to ``end`` (double the allocation, at most ``capacity``)."""
+        size = min(self.capacity, max(end, 2 * self.k.size(3)))
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros(*old.shape[:3], size, old.size(4))
+            new[:, :, :, : self.pos] = old[:, :, :, : self.pos]
+            setattr(self, name, new)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store layer ``layer``'s new k, v (B, H, T, D) at pos..pos+T-1; return all keys/values so far."""
+        """Store layer ``layer``'s new k, v (B, H_kv, T, D) at pos..pos+T-1; return all keys/values so far."""
         t = k.size(-2)
         end = self.pos + t
+        if end > self.k.size(3):
+            self._grow(end)
         self.k[layer, :, :, self.pos : end] = k
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
@@ -142,17 +181,25 @@ class CausalSelfAttention(nn.Module):
 
     ``c_attn`` projects x (B, T, C) to queries, keys and values at once (one matmul
     instead of three); the heads are then split out of the channel dimension, attend
-    independently, are concatenated back and mixed by ``c_proj``.
+    independently, are concatenated back and mixed by ``c_proj``. With grouped-query
+    attention the keys and values have ``n_kv_head`` heads (c_attn: C -> (H + 2 H_kv) D)
+    and query head h reads key/value head ``h // (H / H_kv)``, as in Hugging Face's Llama.
     """
 
     def __init__(self, config) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head or config.n_head
         self.n_embd = config.n_embd
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        q_dim, kv_dim = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        self.split_sizes = (q_dim, kv_dim, kv_dim)
+        self.c_attn = nn.Linear(config.n_embd, q_dim + 2 * kv_dim, bias=config.bias)
+        self.c_proj = nn.Linear(q_dim, config.n_embd, bias=config.bias)
+        if config.qk_norm:  # one gain per channel of a head, shared by all heads (Qwen3)
+            self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.attn_impl = "sdpa"
         self.set_attn_impl(config.attn_impl)
@@ -169,20 +216,29 @@ class CausalSelfAttention(nn.Module):
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
         return_weights: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, C) -> (B, T, C). With a cache, x holds positions cache.pos .. cache.pos+T-1.
 
-        ``return_weights=True`` also returns the attention weights (B, H, T, T_k); it uses
-        the manual path, since fused kernels never materialise the weights.
+        ``rope``: the (cos, sin) tables (T, D) of those positions, when the model uses
+        rotary embeddings. ``return_weights=True`` also returns the attention weights
+        (B, H, T, T_k); it uses the manual path, since fused kernels never materialise them.
         """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
-        # split the channels into heads: (B, T, C) -> (B, H, T, D)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.c_attn(x).split(self.split_sizes, dim=2)  # (B, T, H*D), 2 x (B, T, H_kv*D)
+        # split the channels into heads: (B, T, H*D) -> (B, T, H, D)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, H_kv, D), v.view(B, T, H_kv, D)
+        if hasattr(self, "q_norm"):  # QK-norm: each head's q and k get unit RMS (times a gain)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or H_kv, T, D)
+        if rope is not None:  # rotate q and k by their positions' angles
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if kv_cache is not None:
-            k, v = kv_cache.update(layer_idx, k, v)  # (B, H, pos+T, D)
+            k, v = kv_cache.update(layer_idx, k, v)  # (B, H_kv, pos+T, D)
+        if H_kv != H:  # GQA: each key/value head serves H / H_kv consecutive query heads
+            k = k.repeat_interleave(H // H_kv, dim=1)  # (B, H, T_k, D)
+            v = v.repeat_interleave(H // H_kv, dim=1)
         t_k = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
 
@@ -200,6 +256,6 @@ class CausalSelfAttention(nn.Module):
             else:
                 mask = causal_mask(T, t_k, device=x.device)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads: (B, T, C)
-        y = self.resid_dropout(self.c_proj(y))
+        y = y.transpose(1, 2).contiguous().view(B, T, H * D)  # re-assemble the heads: (B, T, H*D)
+        y = self.resid_dropout(self.c_proj(y))  # (B, T, C)
         return (y, weights) if return_weights else y

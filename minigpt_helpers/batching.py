@@ -73,6 +73,47 @@ def _continues(doc: Any, prev: Any) -> bool:
             and isinstance(prev, dict) and doc.get("source") == prev.get("source"))
 
 
+def rows_from(docs: Texts, start_doc: int = 0, cursor: dict | None = None) -> Iterator[tuple[int, Any]]:
+    """``(index, row)`` for each row of ``docs`` from ``start_doc`` on.
+
+    A source with an ``iter_from(n)`` method (e.g. ``.txt`` pieces) is asked to start
+    at row ``n``, so it need not even read the rows before; others are read and skipped.
+    ``cursor`` (the ``"cursor"`` of row ``n`` of a source whose rows carry one, e.g.
+    RedPajama's :class:`~minigpt_helpers.mixed_rows.MixedRows`) is passed on to ``iter_from``.
+    """
+    if start_doc and hasattr(docs, "iter_from"):  # a source that can seek: no re-reading
+        rows = docs.iter_from(start_doc) if cursor is None else docs.iter_from(start_doc, cursor)
+        return enumerate(rows, start=start_doc)
+    return ((i, doc) for i, doc in enumerate(docs) if i >= start_doc)
+
+
+def mark_ends(rows: Iterable[tuple[int, list[int], Any]], eot: int) -> Iterator[tuple[int, list[int], Any]]:
+    """``(index, ids, row)`` -> the same with ``<|endoftext|>`` after each document's last row.
+
+    A row marked ``{"continues": True}`` carries on the previous row's document (see
+    :func:`document_tokens`), so a row's EOT is decided when the next row is seen.
+    """
+    held: tuple[int, list[int], Any] | None = None  # the previous row, until we know whether its document ends
+    for i, ids, doc in rows:
+        if held is not None:
+            yield held[0], held[1] if _continues(doc, held[2]) else held[1] + [eot], held[2]
+        held = (i, ids, doc)
+    if held is not None:
+        yield held[0], held[1] + [eot], held[2]
+
+
+def cursor_of(row: Any) -> dict | None:
+    """The cursor a row carries (the state that restarts its source at it), if any."""
+    return row.get("cursor") if isinstance(row, dict) else None
+
+
+def _row_tokens(docs: Texts, tokenizer, start_doc: int = 0,
+                cursor: dict | None = None) -> Iterator[tuple[int, list[int], Any]]:
+    """:func:`document_tokens` with each row alongside: ``(index, ids, row)``."""
+    return mark_ends(((i, encode_text(tokenizer, _text(doc)), doc) for i, doc in rows_from(docs, start_doc, cursor)),
+                     tokenizer.eot_id)
+
+
 def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[tuple[int, list[int]]]:
     """Yield ``(index, ids)`` for each row from ``start_doc`` on, with ``<|endoftext|>`` after each document.
 
@@ -80,23 +121,11 @@ def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[t
     makes resuming cheap); a source with an ``iter_from(n)`` method is asked to
     start at row ``n`` instead, so it need not even read the rows before. A row marked ``{"continues": True}`` is the next piece
     of the previous row's document when both come from the same ``source`` (a long
-    ``.txt`` file is streamed in ~1 MB pieces): no end-of-text token goes between them, only after the last piece,
+    ``.txt`` file is streamed in ~64 KiB pieces): no end-of-text token goes between them, only after the last piece,
     so a row's EOT is decided when the next row is seen. A literal
     "<|endoftext|>" inside a text is text, never the separator (see :func:`encode_text`).
     """
-    eot = tokenizer.eot_id
-    held: tuple[int, list[int], Any] | None = None  # the previous row, until we know whether its document ends
-    rows: Iterable[tuple[int, Any]] = enumerate(docs)
-    if start_doc and hasattr(docs, "iter_from"):  # a source that can seek (e.g. .txt pieces): no re-reading
-        rows = enumerate(docs.iter_from(start_doc), start=start_doc)
-    for i, doc in rows:
-        if i < start_doc:
-            continue
-        if held is not None:
-            yield held[0], held[1] if _continues(doc, held[2]) else held[1] + [eot]
-        held = (i, encode_text(tokenizer, _text(doc)), doc)
-    if held is not None:
-        yield held[0], held[1] + [eot]
+    return ((i, ids) for i, ids, _ in _row_tokens(docs, tokenizer, start_doc))
 
 
 def pack_windows(docs: Texts, tokenizer, block_size: int) -> Iterator[list[int]]:
@@ -123,19 +152,22 @@ class StreamPosition:
     ``epoch, doc, offset`` is where the current shuffle chunk starts (document
     ``doc`` of pass ``epoch``, ``offset`` tokens into it, counting its EOT);
     ``served`` is how many windows of that chunk are already used (by all ranks).
+    ``cursor``: for a source whose rows carry one (RedPajama), the cursor of row
+    ``doc``, so that a resume seeks there instead of reading the rows before.
     """
 
     epoch: int = 0
     doc: int = 0
     offset: int = 0
     served: int = 0
+    cursor: dict | None = None
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, int]) -> StreamPosition:
-        return cls(**{k: int(d[k]) for k in ("epoch", "doc", "offset", "served")})
+    def from_dict(cls, d: dict[str, Any]) -> StreamPosition:
+        return cls(**{k: int(d[k]) for k in ("epoch", "doc", "offset", "served")}, cursor=d.get("cursor"))
 
 
 class PackedStream:
@@ -147,7 +179,9 @@ class PackedStream:
     """
 
     def __init__(self, docs_for_epoch: Callable[[int], Texts], tokenizer, block_size: int, *,
-                 shuffle_windows: int = 1024, seed: int = 0, position: StreamPosition | None = None) -> None:
+                 shuffle_windows: int = 1024, seed: int = 0, position: StreamPosition | None = None,
+                 tokens: Callable[[int, int, dict | None], Iterator[tuple[int, list[int], Any]]] | None = None,
+                 ) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.docs_for_epoch = docs_for_epoch
@@ -155,9 +189,13 @@ class PackedStream:
         self.window = block_size + 1
         self.shuffle_windows = max(1, int(shuffle_windows))
         self.seed = seed
+        # (epoch, start_doc, cursor) -> (index, ids, row) of each row from start_doc on, EOTs placed: made
+        # here, or the same by several worker processes (pipeline.ParallelTokens)
+        self.tokens = tokens or (lambda epoch, doc, cursor: _row_tokens(self.docs_for_epoch(epoch), self.tokenizer,
+                                                                        doc, cursor))
         self.pos = StreamPosition(**asdict(position)) if position else StreamPosition()
         self._chunk: list[list[int]] = []
-        self._next: tuple[int, int, int] = (0, 0, 0)  # where the chunk after this one starts
+        self._next: tuple[int, int, int, dict | None] = (0, 0, 0, None)  # where the chunk after this one starts
         self._live: tuple | None = None  # (start, ids, open document iterator) of the next chunk
         self._load_chunk()
 
@@ -170,16 +208,18 @@ class PackedStream:
         epoch, doc, offset = self.pos.epoch, self.pos.doc, self.pos.offset
         for attempt in range(2):  # the chunk may start exactly at the end of a pass
             if self._live is not None and self._live[0] == (epoch, doc, offset):
-                _, ids, raw = self._live
-                docs = itertools.chain([(doc, ids)], raw)
+                _, ids, row, raw = self._live
+                docs = itertools.chain([(doc, ids, row)], raw)
             else:
-                raw = document_tokens(self.docs_for_epoch(epoch), self.tokenizer, start_doc=doc)
+                self.close()
+                raw = self.tokens(epoch, doc, self.pos.cursor if (epoch, doc) == (self.pos.epoch, self.pos.doc)
+                                  else None)
                 docs = raw
             self._live = None
             chunk: list[list[int]] = []
             buf: list[int] = []  # the start of a window that spans documents (< one window)
             nxt = None
-            for i, ids in docs:
+            for i, ids, row in docs:
                 # Cut windows by index: ``del buf[:n]`` on a long document's token list
                 # would shift the whole list for every window (quadratic in its length).
                 start, n = (offset if i == doc else 0), len(ids)
@@ -195,12 +235,12 @@ class PackedStream:
                     chunk.append(ids[start: start + self.window])
                     start += self.window
                 if len(chunk) == self.shuffle_windows:
-                    nxt = (epoch, i, start)  # the next chunk starts at the first unused token
-                    self._live = (nxt, ids, raw)
+                    nxt = (epoch, i, start, cursor_of(row))  # the next chunk starts at the first unused token
+                    self._live = (nxt[:3], ids, row, raw)
                     break
                 buf = ids[start:]
             if nxt is None:  # the pass ended inside this chunk: next chunk opens the next pass
-                nxt = (epoch + 1, 0, 0)
+                nxt = (epoch + 1, 0, 0, None)
             if chunk:
                 break
             if attempt == 0 and (doc, offset) != (0, 0):
@@ -220,8 +260,8 @@ class PackedStream:
 
     def __next__(self) -> list[int]:
         while self.pos.served >= len(self._chunk):
-            epoch, doc, offset = self._next
-            self.pos = StreamPosition(epoch, doc, offset, self.pos.served - len(self._chunk))
+            epoch, doc, offset, cursor = self._next
+            self.pos = StreamPosition(epoch, doc, offset, self.pos.served - len(self._chunk), cursor)
             self._load_chunk()
         w = self._chunk[self.pos.served]
         self.pos.served += 1
@@ -230,6 +270,12 @@ class PackedStream:
     def position(self) -> StreamPosition:
         """The position of the next window (a copy: safe to store in a checkpoint)."""
         return StreamPosition(**asdict(self.pos))
+
+    def close(self) -> None:
+        """Close the open document iterator, if any (it may hold worker processes)."""
+        live, self._live = self._live, None
+        if live is not None:
+            getattr(live[3], "close", lambda: None)()
 
 
 class TrainBatches:
@@ -262,15 +308,23 @@ class TrainBatches:
     def position(self) -> StreamPosition:
         return self.stream.position()
 
+    def close(self) -> None:
+        """Release the stream's document iterator (and any worker processes behind it)."""
+        self.stream.close()
+
 
 def train_batches(docs: Texts | Callable[[int], Texts], tokenizer, block_size: int, batch_size: int, *,
                   shuffle_windows: int = 1024, seed: int = 0, position: StreamPosition | dict | None = None,
-                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> TrainBatches:
+                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                  token_source: Callable[..., Callable[[int, int, dict | None], Iterator]] | None = None,
+                  ) -> TrainBatches:
     """Endless training batches from ``docs`` (re-read for each pass), resumable from ``position``.
 
     ``docs`` is a list of strings, a ``datasets.IterableDataset`` of ``{"text"}``
     rows (its ``set_epoch`` is called so a shuffled stream reshuffles each pass),
-    or a function ``epoch -> documents``.
+    or a function ``epoch -> documents``. ``token_source(docs_for_epoch, tokenizer)``,
+    if given, makes the tokens instead of :func:`document_tokens` (the same tokens:
+    e.g. ``pipeline.ParallelTokens``, several processes at once).
     """
     if callable(docs) and not hasattr(docs, "__iter__"):
         docs_for_epoch = docs
@@ -281,8 +335,9 @@ def train_batches(docs: Texts | Callable[[int], Texts], tokenizer, block_size: i
             return _docs
     if isinstance(position, dict):
         position = StreamPosition.from_dict(position)
+    tokens = token_source(docs_for_epoch, tokenizer) if token_source is not None else None
     stream = PackedStream(docs_for_epoch, tokenizer, block_size, shuffle_windows=shuffle_windows,
-                          seed=seed, position=position)
+                          seed=seed, position=position, tokens=tokens)
     return TrainBatches(stream, batch_size, rank=rank, world_size=world_size, device=device)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import sys
 import time
 import warnings
 from collections import Counter
@@ -104,11 +105,13 @@ def count_chunks(texts: Iterable[str], pattern: str = GPT4_SPLIT_PATTERN) -> Cou
     return counts
 
 
-def learn_merges(chunk_counts: dict[str, int] | Counter[str], num_merges: int) -> list[Pair]:
+def learn_merges(chunk_counts: dict[str, int] | Counter[str], num_merges: int,
+                 on_merge: Callable[[int, Pair], Any] | None = None) -> list[Pair]:
     """The fast trainer: ``num_merges`` BPE merges from ``{chunk: frequency}``.
 
     Returns the merges in order; merge k created id ``256 + k``. May return fewer
     if the chunks run out of pairs (every chunk is a single token).
+    ``on_merge(k, pair)``, if given, is called after merge k (e.g. to show progress).
     """
     # Distinct chunks as mutable lists of ids; single-byte chunks have no pairs.
     words: list[list[int]] = []
@@ -171,7 +174,58 @@ def learn_merges(chunk_counts: dict[str, int] | Counter[str], num_merges: int) -
         del counts[pair]  # every occurrence was merged, and (a, b) can never reappear
         for p in touched:
             heappush(heap, (-counts[p], p))
+        if on_merge is not None:
+            on_merge(len(merges) - 1, pair)
     return merges
+
+
+class _ProgressLine:
+    """One line of training progress, redrawn in place, that ends as the final summary.
+
+    In Jupyter / Colab the line is a display output updated through its handle, so
+    a saved notebook keeps the *final* line (never a frozen bar); on a terminal it
+    is redrawn with ``\\r`` on stderr and then replaced by the final line on stdout;
+    when stderr is not a terminal (a log file, CI) only the final line is printed.
+    Redraws are throttled to ``every_s`` seconds.
+    """
+
+    def __init__(self, every_s: float = 0.1) -> None:
+        from .live import in_notebook
+
+        self.every_s, self._last, self._handle = every_s, -1.0, None
+        self.notebook = in_notebook()
+        self.tty = not self.notebook and sys.stderr.isatty()
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        if self.notebook:
+            from IPython.display import Pretty, display
+
+            if self._handle is None:
+                self._handle = display(Pretty(text), display_id=True)
+            else:
+                self._handle.update(Pretty(text))
+        elif self.tty:
+            sys.stderr.write("\r" + text + "\x1b[K")  # \x1b[K clears what a longer line left behind
+            sys.stderr.flush()
+
+    def close(self, text: str) -> None:
+        """End with ``text``: the final state of the line in a notebook, else printed like ``verbose``."""
+        if self.notebook:
+            self.show(text, force=True)
+            return
+        if self.tty:
+            sys.stderr.write("\r\x1b[K")  # clear the live line
+            sys.stderr.flush()
+        print(text)
+
+
+def _count_summary(n_chars: int, chunks: Counter[str], seconds: float) -> str:
+    return (f"{n_chars / 1e6:.2f} M characters -> {sum(chunks.values()):,} chunks "
+            f"({len(chunks):,} distinct) in {seconds:.1f} s")
 
 
 _NO_MERGE = 1 << 62  # "rank" of a pair that is not a merge: larger than any real id
@@ -222,25 +276,49 @@ class BPETokenizer(Tokenizer):
         *,
         pattern: str = GPT4_SPLIT_PATTERN,
         verbose: bool = False,
+        progress: bool = False,
     ) -> BPETokenizer:
         """Learn ``vocab_size - 257`` merges from ``texts`` (any iterable of strings).
 
         ``vocab_size`` counts the 256 bytes, the merges and ``<|endoftext|>``.
         Occurrences of ``<|endoftext|>`` in the training text are treated as boundaries.
+        ``verbose`` prints one summary line at the end. ``progress`` shows a live line
+        instead (characters read, then each merge and the token it made) that ends as
+        that summary: worth it when the text streams from the network.
         """
         if not isinstance(vocab_size, int) or vocab_size < 257:
             raise ValueError(
                 f"vocab_size ({vocab_size}) must be at least 257 for byte-level BPE: 256 byte tokens + "
                 "<|endoftext|> (+ one per merge); e.g. vocab_size=1024 learns 767 merges"
             )
+        line = _ProgressLine() if progress else None
+        n_chars = 0
         t0 = time.perf_counter()
 
-        chunks = count_chunks((p for t in iter_texts(texts) for p in t.split(EOT)), pattern)
+        def pieces() -> Iterable[str]:
+            nonlocal n_chars
+            for t in iter_texts(texts):
+                n_chars += len(t)
+                if line is not None:
+                    line.show(f"BPETokenizer: reading text, {n_chars / 1e6:.2f} M characters "
+                              f"({time.perf_counter() - t0:.1f} s)")
+                yield from t.split(EOT)
+
+        chunks = count_chunks(pieces(), pattern)
         if not chunks:
             raise ValueError("cannot train BPE on empty data: the texts contained no characters")
         t1 = time.perf_counter()
+        counted = _count_summary(n_chars, chunks, t1 - t0)
         num_merges = vocab_size - 257
-        merges = learn_merges(chunks, num_merges)
+        vocab = [bytes([i]) for i in range(256)]
+
+        def on_merge(k: int, pair: Pair) -> None:
+            vocab.append(vocab[pair[0]] + vocab[pair[1]])
+            line.show(f"BPETokenizer: {counted} | merge {k + 1}/{num_merges}: "
+                      f"{vocab[-1].decode('utf-8', 'replace')!r} ({time.perf_counter() - t1:.1f} s)",
+                      force=k + 1 == num_merges)
+
+        merges = learn_merges(chunks, num_merges, on_merge if line is not None else None)
         if len(merges) < num_merges:
             warnings.warn(
                 f"the training text only supports {len(merges)} merges (asked for {num_merges}): "
@@ -248,9 +326,11 @@ class BPETokenizer(Tokenizer):
                 stacklevel=2,
             )
         tok = cls(merges, pattern)
-        if verbose:
-            print(f"BPETokenizer: {sum(chunks.values()):,} chunks ({len(chunks):,} distinct) counted in "
-                  f"{t1 - t0:.1f} s, {len(merges)} merges learned in {time.perf_counter() - t1:.1f} s")
+        summary = f"BPETokenizer: {counted}, {len(merges)} merges in {time.perf_counter() - t1:.1f} s"
+        if line is not None:
+            line.close(summary)
+        elif verbose:
+            print(summary)
         return tok
 
     # -- encoding ------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     python -m minigpt_helpers train --data my_notes.txt --tokenizer bpe --steps 2000 --out runs/notes
     python -m minigpt_helpers train --out runs/shk --resume            # continue where it stopped
     python -m minigpt_helpers generate --checkpoint runs/shk --prompt "ROMEO:"
+    python -m minigpt_helpers chat --checkpoint runs/sft          # talk with a model finetuned by sft()
     accelerate launch --num_processes 4 -m minigpt_helpers train ...   # data-parallel on 4 GPUs
 
 ``--data`` is anything ``stream_documents`` takes: "auto", "shakespeare",
@@ -344,6 +345,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ chat
+CHAT_HELP = "/reset starts a new conversation, /quit (or Ctrl-D) leaves"
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """A multi-turn conversation with a model finetuned by ``sft()``: each reply streams until its end of turn."""
+    from .chat import ChatSession, load_chat_model
+    from .checkpoint import find_checkpoint
+
+    model = load_chat_model(args.checkpoint, device=args.device)  # a clear one-line error if it cannot chat
+    session = ChatSession(model, system=args.system, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(f"[minigpt] chatting with {shown_path(find_checkpoint(args.checkpoint))}: {CHAT_HELP}", flush=True)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if text in ("/quit", "/exit"):
+            return 0
+        if text == "/reset":
+            session.reset()
+            print("[minigpt] new conversation", flush=True)
+            continue
+        if not text or text.startswith("/"):
+            what = f"unknown command {text.split()[0]}" if text else "empty message"
+            sys.stdout.flush()
+            print(f"error: {what}: type some text; {CHAT_HELP}", file=sys.stderr, flush=True)
+            continue
+        print("assistant> ", end="", flush=True)
+        try:
+            for piece in session.send(text, stream=True):
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:  # Ctrl-C stops this reply; the conversation goes on
+            print(" [stopped]", end="")
+        print(flush=True)
+
+
 # ------------------------------------------------------------------------------ the parser
 def build_parser() -> argparse.ArgumentParser:
     from .training import PRESETS
@@ -394,6 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print the text as it is generated (default: when the output is a terminal)")
     q.set_defaults(func=cmd_generate)
+    c = sub.add_parser("chat", help="talk with a model finetuned to chat (chapter 08's sft)")
+    c.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder of sft()")
+    c.add_argument("--system", default=None, help="a system message that opens every conversation")
+    c.add_argument("--max-new-tokens", type=_positive_int, default=200, help="longest reply, in tokens")
+    c.add_argument("--temperature", type=_temperature, default=0.7, help="0 = greedy (default 0.7)")
+    c.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest tokens")
+    c.add_argument("--top-p", type=_top_p, default=None, help="nucleus sampling, e.g. 0.9")
+    c.add_argument("--seed", type=_natural_int, default=None)
+    c.add_argument("--device", type=_device, default=None)
+    c.set_defaults(func=cmd_chat)
     return p
 
 

@@ -12,11 +12,14 @@ or :func:`pick` so there is exactly one place that decides.
 from __future__ import annotations
 
 import os
+import platform
 import random
+import time
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+_STARTED = time.perf_counter()  # when this package was first imported: a chapter's first code cell
 
 QUICK_ENV = "MINIGPT_QUICK"
 ARTIFACTS_ENV = "MINIGPT_ARTIFACTS"
@@ -87,3 +90,33 @@ def set_seed(seed: int = 1337) -> None:
     import torch
 
     torch.manual_seed(seed)
+
+
+def machine() -> str:
+    """One line on the machine: CPU model and cores, accelerator, torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        accel = torch.cuda.get_device_name(0)
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        accel = "Apple MPS"
+    else:
+        accel = "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {accel}; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def run_summary() -> str:
+    """What a chapter's last cell prints: the machine, the mode and the time since the chapter started.
+
+    "Started" is the first import of ``minigpt_helpers`` in this kernel, i.e. the
+    chapter's first code cell, so a top-to-bottom run reports its whole run time.
+    """
+    seconds = time.perf_counter() - _STARTED
+    mode = "quick mode" if is_quick() else "full size"
+    return f"ran on: {machine()}\nthis chapter, top to bottom ({mode}): {seconds / 60:.1f} min ({seconds:.0f} s)"

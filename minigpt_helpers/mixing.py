@@ -133,7 +133,8 @@ def _prepare(streams: Mapping[str, Iterable[dict]], targets: Mapping[str, float]
 
 def mix_by_share(streams: Mapping[str, Iterable[dict]], targets: Mapping[str, float], *, seed: int = 0,
                  state: MixState | None = None,
-                 on_exhausted: Callable[[str, MixState], None] | None = None) -> Iterator[dict]:
+                 on_exhausted: Callable[[str, MixState], None] | None = None,
+                 positioned: bool = False) -> Iterator[dict]:
     """Mix document streams so that each supplies ``targets[name]`` of the UTF-8 bytes.
 
     streams: ``{name: iterable of {"text": str, ...}}``; documents are yielded
@@ -146,7 +147,10 @@ def mix_by_share(streams: Mapping[str, Iterable[dict]], targets: Mapping[str, fl
         it with ``to_dict``), or one restored with ``MixState.from_dict`` to
         resume. Resuming *iterates* each stream past the documents already taken
         (checking their count and bytes, so changed data fails loudly): cheap
-        for local files, a re-read for remote ones. Seeking instead is future work.
+        for local files, a re-read for remote ones; unless ``positioned``.
+    positioned: the streams already start after the documents ``state`` counts
+        (they were opened at saved byte offsets: see :mod:`minigpt_helpers.mixed_rows`),
+        so nothing is skipped.
     on_exhausted: called as ``on_exhausted(name, state)`` when a subset runs out
         (its documents and bytes are in ``state``). By default a subset that runs
         out while others remain issues a :class:`SubsetExhaustedWarning` (once);
@@ -162,14 +166,15 @@ def mix_by_share(streams: Mapping[str, Iterable[dict]], targets: Mapping[str, fl
     random.Random(seed).shuffle(order)
     rank = {name: i for i, name in enumerate(order)}
     # the recorded targets, not `targets`: a resumed mix computes with exactly the same floats
-    return _mix(streams, state.targets, rank, state, on_exhausted)
+    return _mix(streams, state.targets, rank, state, on_exhausted, positioned)
 
 
 def _mix(streams: Mapping[str, Iterable[dict]], targets: Mapping[str, float], rank: dict[str, int],
-         state: MixState, on_exhausted: Callable[[str, MixState], None] | None) -> Iterator[dict]:
+         state: MixState, on_exhausted: Callable[[str, MixState], None] | None,
+         positioned: bool = False) -> Iterator[dict]:
     active = [n for n in sorted(targets, key=rank.__getitem__) if n not in state.exhausted]
     iters = {n: iter(streams[n]) for n in active}
-    for name in active:  # resume: skip what the saved mix already took, checking it is the same data
+    for name in [] if positioned else active:  # resume: skip what the saved mix took, checking it is the same
         want_docs, want_bytes = state.docs[name], state.nbytes[name]
         got_docs = got_bytes = 0
         for doc in islice(iters[name], want_docs):

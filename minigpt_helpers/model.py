@@ -1,4 +1,4 @@
-"""The GPT model: configuration, blocks, and the full network (chapter 04).
+"""The GPT model: configuration, blocks, and the full network (chapter 04; modern options: chapter 07).
 
 Written in the spirit of nanoGPT's model.py and laid out exactly like GPT-2
 (``transformer.wte/wpe/h.N.ln_1/attn.c_attn/...``), so that converting to and from
@@ -10,6 +10,14 @@ Each Block is pre-LayerNorm: ``x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))``. Th
 residual stream x is never normalised in place, which keeps gradients flowing through
 deep stacks. The language-model head shares its weight with the token embedding
 ("weight tying"): fewer parameters, and a better model at small sizes.
+
+Chapter 07 adds the changes between GPT-2 (2019) and today's small open models, each a
+``GPTConfig`` option that is off by default (so chapters 03-06 and their checkpoints are
+unchanged): rotary positions, RMSNorm, SwiGLU / ReLU² MLPs, grouped-query attention,
+QK-norm, untied embeddings, zero-initialised output projections and a logit soft-cap.
+With ``rope_theta``, ``norm="rmsnorm"``, ``mlp="swiglu"`` and ``n_kv_head`` the model is a
+Llama (and with ``qk_norm`` a Qwen3): hf_llama.py converts it both ways. The pieces
+live in layers.py (norms, RoPE, MLPs) and attention.py (GQA, QK-norm).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import ATTN_IMPLS, CausalSelfAttention, KVCache
+from .layers import MLP, RMSNorm, Rotary, check_modern_options, make_norm
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,11 +46,40 @@ class GPTConfig:
     vocab_size  number of token ids the model reads and predicts
     block_size  longest context (number of positions) the model can attend over
     n_layer     number of transformer blocks
-    n_head      attention heads per block; n_embd must be divisible by it
+    n_head      attention heads per block; n_embd must be divisible by it (unless head_size is set)
     n_embd      width of the residual stream (C)
     dropout     dropout probability (0 for small data / fine-tuning is often best)
-    bias        biases in Linear and LayerNorm layers (GPT-2: True)
+    bias        biases in Linear and LayerNorm layers (GPT-2: True; Llama, Qwen3: False)
     attn_impl   "sdpa" (fused kernel) or "manual" (explicit softmax(qk^T/sqrt(d))v)
+
+    The modern options (chapter 07). Each is off by default, which is GPT-2:
+
+    rope_theta      None: learned absolute positions (GPT-2's ``wpe``). A number: rotary
+                    position embeddings with that base instead (Su et al. 2021, "RoFormer";
+                    Llama uses 10000 or 500000, SmolLM2 100000). q and k are rotated by
+                    angles proportional to their positions, so scores depend on offsets only.
+    norm            "layernorm" (GPT-2) or "rmsnorm" (Zhang & Sennrich 2019: no mean, no bias)
+    norm_eps        epsilon of every norm (GPT-2 1e-5; Llama/SmolLM2 1e-5, Qwen3 1e-6)
+    mlp             "gelu" (GPT-2), "swiglu" (Shazeer 2020, "GLU Variants Improve Transformer";
+                    Llama, Qwen) or "relu2" (ReLU squared: So et al. 2021, "Primer"; nanochat)
+    mlp_hidden      the MLP's hidden width; None = 4 * n_embd for gelu/relu2, and for swiglu
+                    2/3 * 4 * n_embd rounded up to a multiple of 8, so the parameters match the
+                    GELU MLP as in Llama (layers.swiglu_hidden; 1536 for n_embd 576)
+    n_kv_head       key/value heads (Ainslie et al. 2023, "GQA"): None = n_head (multi-head),
+                    1 = multi-query attention (Shazeer 2019, "Fast Transformer Decoding");
+                    must divide n_head. The KV cache shrinks by n_head / n_kv_head.
+    qk_norm         RMS-normalise each head's queries and keys (Henry et al. 2020, "Query-Key
+                    Normalization for Transformers"; Dehghani et al. 2023; Qwen3, OLMo 2):
+                    bounded attention logits, which tolerate higher learning rates
+    tie_embeddings  share the token embedding with the output head (GPT-2: True). False: a
+                    separate lm_head (Llama 2+, large models, modded-nanogpt, nanochat)
+    zero_init_proj  initialise the projections that write into the residual stream
+                    (attn.c_proj, mlp.c_proj) and an untied lm_head to zero, so every block
+                    starts as the identity (as modded-nanogpt and nanochat do; cf. Fixup,
+                    Zhang et al. 2019, and ReZero, Bachlechner et al. 2020)
+    logit_softcap   None: off. A number c: logits = c * tanh(logits / c), which bounds them
+                    smoothly to (-c, c) (Gemma 2, 2024; modded-nanogpt uses 15-30)
+    head_size       size of each attention head; None = n_embd // n_head (Qwen3 sets it apart)
     """
 
     vocab_size: int
@@ -52,15 +90,29 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     attn_impl: str = "sdpa"
+    rope_theta: float | None = None
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"
+    mlp_hidden: int | None = None
+    n_kv_head: int | None = None
+    qk_norm: bool = False
+    tie_embeddings: bool = True
+    zero_init_proj: bool = False
+    logit_softcap: float | None = None
+    head_size: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_hidden", "n_kv_head",
+                     "head_size"):
             value = getattr(self, name)
+            if value is None and name in ("mlp_hidden", "n_kv_head", "head_size"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if self.n_embd % self.n_head != 0:
+        if self.head_size is None and self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 f"choose n_embd = n_head * head_dim, e.g. n_embd={self.n_head * max(1, self.n_embd // self.n_head)}"
@@ -71,16 +123,23 @@ class GPTConfig:
             raise ValueError(f"bias must be True or False, got {self.bias!r}")
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        check_modern_options(self)
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size if self.head_size is not None else self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads per layer: n_kv_head, or n_head when it is None."""
+        return self.n_kv_head or self.n_head
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
+        """Rebuild from :meth:`to_dict`; configs saved before an option existed get its default (off)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -98,64 +157,72 @@ def _more(names: list[str]) -> str:
     return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
 
 
-class MLP(nn.Module):
-    """Position-wise feed-forward: widen 4x, GELU, project back. Where most parameters live."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        # GPT-2 uses the tanh approximation of GELU ("gelu_new" in transformers); matching
-        # it is what lets our logits agree with Hugging Face's to fp32 precision.
-        self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
-
-
 class Block(nn.Module):
-    """One transformer block: pre-LayerNorm attention and MLP, each added to the residual stream."""
+    """One transformer block: pre-norm attention and MLP, each added to the residual stream."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache=kv_cache, layer_idx=layer_idx)  # tokens talk to each other
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache=kv_cache, layer_idx=layer_idx, rope=rope)  # tokens talk
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer language model with GPT-2's architecture and initialisation."""
+    """A decoder-only transformer language model: GPT-2 by default, a Llama/Qwen3 with chapter 07's options."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}; use GPT(GPTConfig(...))")
-        self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
-        )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix, two uses
+        self.config = c = config
+        parts: dict[str, nn.Module] = dict(wte=nn.Embedding(c.vocab_size, c.n_embd))  # token embeddings
+        if c.rope_theta is None:
+            parts["wpe"] = nn.Embedding(c.block_size, c.n_embd)  # learned position embeddings
+        parts.update(drop=nn.Dropout(c.dropout), h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]),
+                     ln_f=make_norm(c))
+        self.transformer = nn.ModuleDict(parts)
+        # RoPE: positions enter as rotations of q and k in every layer (tables, no parameters)
+        self.rotary = Rotary(c.head_dim, c.block_size, c.rope_theta) if c.rope_theta is not None else None
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix, two uses
         self.tokenizer = None  # attached by checkpoint loading; a plain attribute, not saved in state_dict
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
         # (two per block), so the stream's variance does not grow with depth at initialisation.
+        # zero_init_proj: start them (and an untied head) at zero, so each block begins as the identity.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if c.zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        if c.zero_init_proj and not c.tie_embeddings:
+            nn.init.zeros_(self.lm_head.weight)
+
+    @classmethod
+    def _empty(cls, config: GPTConfig, device: str | torch.device = "cpu") -> GPT:
+        """A GPT whose weights are allocated but not initialised, to load weights into.
+
+        Skips the random initialisation (seconds for a 135M-parameter model); every
+        weight must then be overwritten (a strict load). The tie and the RoPE tables,
+        which ``to_empty`` does not keep, are restored here.
+        """
+        with torch.device("meta"):  # shapes only
+            model = cls(config)
+        model.to_empty(device=device)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.transformer.wte.weight
+        if model.rotary is not None:
+            model.rotary = Rotary(config.head_dim, config.block_size, config.rope_theta).to(device)
+        return model
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -165,9 +232,9 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        elif isinstance(module, nn.LayerNorm):
+        elif isinstance(module, (nn.LayerNorm, RMSNorm)):
             nn.init.ones_(module.weight)
-            if module.bias is not None:
+            if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------ forward
@@ -197,12 +264,21 @@ class GPT(nn.Module):
                 f"sequence length {T} exceeds block_size {self.config.block_size}: "
                 f"crop the input to its last {self.config.block_size} tokens (idx[:, -block_size:])"
             )
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.rotary is None:
+            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
+        else:
+            rope = self.rotary(start, T)  # cos, sin: (T, head_dim) each
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache=kv_cache, layer_idx=i)
+            x = block(x, kv_cache=kv_cache, layer_idx=i, rope=rope)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, vocab_size)
+        if self.config.logit_softcap is not None:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)  # smoothly into (-cap, cap)
         if kv_cache is not None:
             kv_cache.advance(T)
         loss = None
@@ -217,10 +293,18 @@ class GPT(nn.Module):
         self.config.attn_impl = impl
 
     def new_kv_cache(self, batch_size: int = 1) -> KVCache:
-        """An empty KV cache for ``batch_size`` sequences of up to block_size tokens, on the model's device/dtype."""
+        """An empty KV cache for ``batch_size`` sequences of up to block_size tokens, on the model's device/dtype.
+
+        It holds ``n_kv_head`` heads per layer (all ``n_head`` without GQA).
+        """
         c = self.config
         p = self.transformer.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, c.block_size, device=p.device, dtype=p.dtype)
+        return KVCache(c.n_layer, batch_size, c.kv_heads, c.head_dim, c.block_size, device=p.device, dtype=p.dtype)
+
+    def kv_cache_bytes_per_token(self) -> int:
+        """Bytes of KV cache per token of one sequence: 2 (k, v) x n_layer x n_kv_head x head_dim x dtype size."""
+        c = self.config
+        return 2 * c.n_layer * c.kv_heads * c.head_dim * self.transformer.wte.weight.element_size()
 
     # ------------------------------------------------------------------ accounting
 
@@ -232,12 +316,15 @@ class GPT(nn.Module):
         """Number of parameters (the tied wte/lm_head matrix counted once).
 
         ``non_embedding=True`` leaves out the position embeddings, as nanoGPT and the
-        scaling-law papers do; the token embedding stays in because it is also the
-        output layer.
+        scaling-law papers do; the token embedding stays in when it is also the
+        output layer (tied), and is left out when untied (then only lm_head computes).
         """
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:  # untied: wte is a pure lookup, lm_head the output layer
+                n -= self.transformer.wte.weight.numel()
         return n
 
     def flops_per_token(self) -> int:
@@ -300,7 +387,7 @@ class GPT(nn.Module):
         with torch.device("meta"):  # shapes only: no memory, no initialisation work
             expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
         tied = ("lm_head.weight", "transformer.wte.weight")  # stored once (weight tying)
-        for a, b in (tied, tied[::-1]):
+        for a, b in (tied, tied[::-1]) if config.tie_embeddings else ():
             if a not in shapes and b in shapes:
                 shapes[a] = shapes[b]
         wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
@@ -348,14 +435,23 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ Hugging Face
 
     def to_hf(self, **kwargs):
-        """A ``transformers.GPT2LMHeadModel`` with the same weights (see hf_interop.to_hf)."""
+        """A ``transformers`` model with the same weights: GPT2LMHeadModel, LlamaForCausalLM or
+        Qwen3ForCausalLM, whichever the config is (see hf_interop.to_hf)."""
         from .hf_interop import to_hf
 
         return to_hf(self, **kwargs)
 
     @classmethod
     def from_hf(cls, hf_model) -> GPT:
-        """Build our GPT from a ``transformers.GPT2LMHeadModel`` (see hf_interop.from_hf)."""
+        """Build our GPT from a GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM (see hf_interop.from_hf)."""
         from .hf_interop import from_hf
 
         return from_hf(hf_model)
+
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device | None = None) -> GPT:
+        """Open weights (e.g. ``"HuggingFaceTB/SmolLM2-135M"`` or a local folder) as a course GPT with
+        ``model.tokenizer`` set; fails fast with a clear message offline (see hf_llama.load_open_weights)."""
+        from .hf_llama import load_open_weights
+
+        return load_open_weights(name, device=device)

@@ -24,8 +24,20 @@ of ``prefetch`` ready batches:
 
 On Linux the worker is forked (nothing needs pickling). Elsewhere it is spawned,
 which needs the documents and the tokenizer to pickle; if they do not, batches
-are made in the training process instead, and the pipeline says so. One worker
-per process (per rank): it tokenizes the whole stream, like the in-process path.
+are made in the training process instead, and the pipeline says so.
+
+One worker tokenizes the whole stream, like the in-process path; that is the
+limit of :class:`BackgroundBatches` (about 1.5 M tokens/s of byte-level BPE on
+one core, measured in ``make bench``). For more, :class:`ParallelTokens` spreads
+the tokenizing over ``n`` worker processes (``TrainConfig(data_workers=n)``,
+``n >= 2``): the rows are cut into groups of about ``GROUP_CHARS`` characters,
+worker ``k`` tokenizes groups ``k, k + n, ...`` and the ``DataLoader`` hands them
+back in order, so the training process gets exactly the tokens of
+:func:`~minigpt_helpers.batching.document_tokens` and packs and shuffles them
+itself (list slicing: cheap). The batches, their positions and resuming are
+those of the one-process path, batch for batch. Every worker reads every row
+(to cut the same groups) but tokenizes only its own: cheap for local files, but
+a Hub stream is downloaded once per worker.
 """
 
 from __future__ import annotations
@@ -34,11 +46,21 @@ import multiprocessing
 import pickle
 import signal
 import sys
+from array import array
 from typing import Any
 
 import torch
 
-from .batching import StreamPosition, Texts, train_batches
+from .batching import (
+    StreamPosition,
+    Texts,
+    _row_tokens,
+    _text,
+    encode_text,
+    mark_ends,
+    rows_from,
+    train_batches,
+)
 
 
 class _WorkerError:
@@ -76,7 +98,12 @@ class _BatchSource(torch.utils.data.IterableDataset):
             yield _WorkerError(e)
 
 
+GROUP_CHARS = 1 << 18  # characters of rows per group that one ParallelTokens worker tokenizes and sends
+_WORKER = {"id": 0}  # this process's worker id (0 in the training process)
+
+
 def _init_worker(worker_id: int) -> None:
+    _WORKER["id"] = worker_id
     # The training process decides when to stop: a terminal's Ctrl-C and Slurm's SIGTERM reach
     # every process of the job, and a worker dying of them would turn a clean stop into an error.
     # (Shutdown does not need signals: close() tells the worker to exit, and it exits by itself
@@ -163,3 +190,90 @@ class BackgroundBatches:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------- several tokenizing workers
+def _meta(doc: Any) -> dict[str, Any] | None:
+    """What :func:`~minigpt_helpers.batching.mark_ends` needs of a row (not its text)."""
+    if not isinstance(doc, dict):
+        return None
+    return {"continues": doc.get("continues"), "source": doc.get("source"), "cursor": doc.get("cursor")}
+
+
+class _TokenGroups(torch.utils.data.IterableDataset):
+    """Worker ``k`` of ``n``: the rows from ``start`` on, cut into groups of ~``GROUP_CHARS`` characters
+    (every worker cuts them alike), tokenized for groups ``k, k + n, ...`` only.
+
+    Each item is ``(group, row indices, int32 token bytes, row lengths, row metas)``.
+    """
+
+    def __init__(self, docs: Texts, tokenizer: Any, start: int, workers: int, cursor: dict | None = None) -> None:
+        self.docs, self.tokenizer, self.start, self.workers, self.cursor = docs, tokenizer, start, workers, cursor
+
+    def _encode(self, g: int, rows: list[tuple[int, str, Any]]):
+        ids = [encode_text(self.tokenizer, text) for _, text, _ in rows]
+        flat = array("i", [t for row in ids for t in row])
+        return g, [i for i, _, _ in rows], flat.tobytes(), [len(r) for r in ids], [m for _, _, m in rows]
+
+    def __iter__(self):
+        mine = _WORKER["id"]
+        try:
+            g, chars, rows = 0, 0, []
+            for i, doc in rows_from(self.docs, self.start, self.cursor):
+                text = _text(doc)
+                if g % self.workers == mine:
+                    rows.append((i, text, _meta(doc)))
+                chars += len(text)
+                if chars >= GROUP_CHARS:
+                    if rows:
+                        yield self._encode(g, rows)
+                    g, chars, rows = g + 1, 0, []
+            if rows:
+                yield self._encode(g, rows)
+        except Exception as e:  # noqa: BLE001 - every data error goes to the training process
+            yield _WorkerError(e)
+
+
+class ParallelTokens:
+    """``(epoch, start_doc, cursor) -> (index, ids, row)``, tokenized by ``workers`` processes; see the module docstring.
+
+    Pass it to ``train_batches(..., token_source=partial(ParallelTokens, workers=n))``.
+    """
+
+    def __init__(self, docs_for_epoch, tokenizer: Any, workers: int = 2, prefetch: int = 4) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.docs_for_epoch, self.tokenizer, self.workers, self.prefetch = docs_for_epoch, tokenizer, workers, prefetch
+
+    def __call__(self, epoch: int, start: int, cursor: dict | None = None):
+        source = _TokenGroups(self.docs_for_epoch(epoch), self.tokenizer, start, self.workers, cursor)
+        loader = torch.utils.data.DataLoader(source, batch_size=None, num_workers=self.workers,
+                                             prefetch_factor=max(1, self.prefetch), worker_init_fn=_init_worker,
+                                             multiprocessing_context=_context())
+        try:
+            return self._rows(iter(loader))
+        except (pickle.PicklingError, AttributeError, TypeError) as e:  # spawn could not pickle the data
+            print(f"[minigpt] data: tokenizing in the training process ({type(e).__name__}: {e})")
+            return _row_tokens(self.docs_for_epoch(epoch), self.tokenizer, start, cursor)
+
+    def _rows(self, it):
+        """The groups back in order, as rows; the workers stop when this generator is closed or ends."""
+        def rows():
+            for expected, item in enumerate(it):
+                if isinstance(item, _WorkerError):
+                    raise item.error
+                g, indices, flat, lengths, metas = item
+                if g != expected:  # the DataLoader takes the workers' items in turn: order is the contract
+                    raise RuntimeError(f"token groups out of order: got {g}, expected {expected}")
+                ids = array("i")
+                ids.frombytes(flat)
+                tokens, at = ids.tolist(), 0
+                for i, n, meta in zip(indices, lengths, metas):
+                    yield i, tokens[at: at + n], meta
+                    at += n
+        try:
+            yield from mark_ends(rows(), self.tokenizer.eot_id)
+        finally:
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

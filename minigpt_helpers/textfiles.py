@@ -58,8 +58,8 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
-BLOCK_BYTES = 1 << 20  # the grid of pieces: one piece starts near every BLOCK_BYTES bytes of a split
-LOOKAHEAD_BYTES = 1 << 16  # how far past a grid offset a piece boundary looks for a break
+BLOCK_BYTES = 1 << 16  # the grid of pieces: one piece starts near every BLOCK_BYTES bytes of a split
+LOOKAHEAD_BYTES = 1 << 14  # how far past a grid offset a piece boundary looks for a break
 CUT_LOOKAHEAD_BYTES = 1 << 12  # how far past 90 % of the file the train/validation cut looks for a line break
 MIN_BLOCK_BYTES = 8  # a boundary stays inside its block (a character moves it up to 3 bytes): tiny blocks for tests
 VAL_FRACTION = 0.10  # the last 10 % of each file validates (minigpt_helpers.data passes its own)

@@ -159,9 +159,12 @@ class Tokenizer:
 
 def _registry() -> dict[str, type[Tokenizer]]:
     from .bpe import BPETokenizer
+    from .chat import ChatTokenizer  # a trained tokenizer + chat tokens (chapter 08)
+    from .hf_tokenizer import HFTokenizer
     from .sentencepiece_tokenizer import SentencePieceTokenizer
 
-    return {t.type_name: t for t in (CharTokenizer, BPETokenizer, SentencePieceTokenizer)}
+    return {t.type_name: t for t in (CharTokenizer, BPETokenizer, SentencePieceTokenizer, HFTokenizer,
+                                     ChatTokenizer)}
 
 
 def _read_utf8_or_legacy(file: Path) -> str:

@@ -69,7 +69,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "'auto', 'fp32', 'bf16' or 'fp16'"),
     "compile": (lambda v: v is None or isinstance(v, bool), "None (on CUDA only), True or False"),
     "num_threads": (_optional(_int(1)), "None or an integer >= 1"),
-    "data_workers": (lambda v: v in (0, 1) and not isinstance(v, bool), "0 (in the training process) or 1"),
+    "optimizer": (lambda v: v in ("adamw", "muon"), "'adamw' or 'muon' (Muon for hidden matrices + AdamW)"),
+    "muon_lr": (_num(0, lo_open=True), "a finite number > 0"),
+    "muon_momentum": (_num(0, 1, hi_open=True), "a number in [0, 1)"),
+    "muon_weight_decay": (_num(0), "a finite number >= 0"),
+    "data_workers": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 64,
+                     "0 (in the training process), 1 (one background process) or 2..64 (tokenizing processes)"),
 }
 
 
@@ -106,7 +111,13 @@ class TrainConfig:
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (see device.choose_precision)
     compile: bool | None = None  # torch.compile; None = where it works and helps (see device.choose_compile)
     num_threads: int | None = None  # torch CPU threads; None = torch's default
-    data_workers: int = 1  # 1: batches made in a background process (pipeline.py); 0: in the loop
+    # "adamw", or "muon": Muon for the hidden matrices, AdamW (lr, betas, weight_decay) for embeddings,
+    # head and gains (muon.py). Muon's learning rate follows the same schedule, scaled by muon_lr / lr.
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # Muon's peak learning rate (Keller Jordan's and nanochat's 0.02)
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0  # decoupled, times Muon's lr (Keller Jordan's Muon: 0)
+    data_workers: int = 1  # 1: batches made in a background process; n >= 2: n processes tokenize; 0: in the loop
 
     def __post_init__(self) -> None:
         for name, (ok, valid) in _RULES.items():

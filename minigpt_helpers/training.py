@@ -30,6 +30,7 @@ uninterrupted run's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -49,7 +50,7 @@ from .checkpoint import find_checkpoint, load_training_state, save_checkpoint
 from .config import artifacts_dir, pick, set_seed, shown_path
 from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
 from .live import Monitor
-from .pipeline import BackgroundBatches
+from .pipeline import BackgroundBatches, ParallelTokens
 
 # The settings live in train_config.py; importable from here too, as before.
 from .train_config import PRESETS as PRESETS
@@ -59,15 +60,16 @@ from .train_config import preset as preset
 from .train_config import recommended_preset as recommended_preset
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, skip: Any = ()) -> list[dict[str, Any]]:
     """Two AdamW groups: decay for the weight matrices of Linear layers, none for the rest.
 
     Biases and LayerNorm gains are not "sizes" of a function, so shrinking them
     toward 0 only hurts; embeddings are lookup tables whose rows for rare tokens
     would be decayed to nothing. A weight tied to an embedding counts as one.
+    Parameters in ``skip`` are left out (those Muon optimises, see make_optimizer).
     """
     no_decay = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, other, seen = [], [], set()
+    decay, other, seen = [], [], {id(p) for p in skip}
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:
             continue
@@ -76,14 +78,26 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; the fused kernel where this torch has one for ``device``."""
-    groups = param_groups(model, cfg.weight_decay)
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    """AdamW over :func:`param_groups`; the fused kernel where this torch has one for ``device``.
+
+    With ``cfg.optimizer == "muon"``: Muon (``torch.optim.Muon``, or the course's own on
+    torch < 2.9) for the hidden matrices (muon.hidden_matrices) and this AdamW for the
+    rest, as one :class:`~minigpt_helpers.muon.MuonAdamW`.
+    """
+    from .muon import MuonAdamW, hidden_matrices, make_muon
+
+    hidden = hidden_matrices(model) if cfg.optimizer == "muon" else []
+    groups = param_groups(model, cfg.weight_decay, skip=hidden)
     kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     try:
-        return torch.optim.AdamW(groups, fused=True, **kw)
+        adamw = torch.optim.AdamW(groups, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel for this device
-        return torch.optim.AdamW(groups, **kw)
+        adamw = torch.optim.AdamW(groups, **kw)
+    if cfg.optimizer != "muon":
+        return adamw
+    muon = make_muon(hidden, lr=cfg.lr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+    return MuonAdamW(muon, adamw, lr_scale=cfg.muon_lr / cfg.lr)
 
 
 @dataclass
@@ -137,10 +151,16 @@ def _docs_from(data: Any, split: str, seed: int, shuffle: bool):
     resume deep into a large file jumps straight to its piece instead of reading
     everything before it. (They are not shuffled as rows: the window shuffle in
     batching.py mixes them, as it always did for a text file, which was one row.)
+    RedPajama's training rows come the same way (``data.redpajama_rows``): each
+    carries a cursor, and a resume seeks every file to its byte offset. They are
+    not shuffled as rows either (a shuffle buffer would make row ``n`` depend on
+    the rows before it): the mix interleaves the subsets, the window shuffle the rest.
     """
     if isinstance(data, (str, os.PathLike)):
-        from .data import stream_documents, text_pieces
+        from .data import redpajama_rows, stream_documents, text_pieces
 
+        if str(data) == "redpajama" and split == "train":
+            return redpajama_rows(split, base=os.environ.get("MINIGPT_REDPAJAMA_BASE") or None, seed=seed)
         pieces = text_pieces(str(data), split)
         if pieces is not None:
             return pieces
@@ -150,19 +170,42 @@ def _docs_from(data: Any, split: str, seed: int, shuffle: bool):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, windows: torch.Tensor, batch_size: int, device: torch.device,
-             precision: str = "fp32") -> float:
-    """Mean next-token loss over fixed windows ``(N, T+1)`` (dropout off during it)."""
+             precision: str = "fp32", *, unit: str = "nats", tokenizer: Any = None) -> float:
+    """Next-token loss over fixed windows ``(N, T+1)`` (dropout off during it), in ``unit``.
+
+    ``unit="nats"``: mean cross-entropy per predicted token (what training minimises);
+    ``"ppl"``: perplexity, ``e^nats``; ``"bpb"``: bits per byte, the loss summed over
+    all targets divided by ``ln 2`` times the UTF-8 bytes they spell (``tokenizer``,
+    the one that made the windows, gives the bytes), so runs with different
+    tokenizers compare (see metrics.py). Targets of -1 (padding) are skipped, as the model does.
+    """
+    from .metrics import check_unit, in_unit, token_byte_lengths
+
+    check_unit(unit, tokenizer)
+    table = token_byte_lengths(tokenizer).to(device) if unit == "bpb" else None
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(windows), batch_size):
-        w = windows[i: i + batch_size].to(device)
-        with autocast(device, precision):
-            _, loss = model(w[:, :-1], w[:, 1:])
-        total += loss.item() * len(w)
-        count += len(w)
-    model.train(was_training)
-    return total / count
+    nats, tokens, n_bytes = 0.0, 0, 0
+    try:
+        for i in range(0, len(windows), batch_size):
+            w = windows[i: i + batch_size].to(device)
+            y = w[:, 1:]
+            n = int((y >= 0).sum())
+            if n == 0:
+                continue  # all padding: the mean loss of nothing is NaN
+            with autocast(device, precision):
+                _, loss = model(w[:, :-1], y)
+            nats += loss.item() * n  # the model's loss is the mean over its n targets
+            tokens += n
+            if table is not None:
+                ids = y[y >= 0]
+                if int(ids.max()) >= len(table):
+                    raise ValueError(f"token id {int(ids.max())} is outside the tokenizer's vocabulary "
+                                     f"({len(table)}): pass the tokenizer that made these windows")
+                n_bytes += int(table[ids].sum())
+    finally:
+        model.train(was_training)
+    return in_unit(nats, tokens, n_bytes, unit)
 
 
 # ------------------------------------------------------------------------------ stopping, together
@@ -330,8 +373,10 @@ def _restore(out_dir: str | Path | None, resume: bool, model: nn.Module, optimiz
     ckpt, st, optim_sd, _rng = saved  # RNG: not needed, every step re-seeds (_step_seed)
     from safetensors.torch import load_model
 
-    # read on the CPU, copied into the parameters where they live (safetensors refuses "cpu:0")
-    load_model(model, str(ckpt / "model.safetensors"), strict=True, device="cpu")
+    if hasattr(model, "load_weights"):  # a model whose checkpoint holds more than a GPT's files (LoRA, a head)
+        model.load_weights(ckpt)
+    else:  # read on the CPU, copied into the parameters where they live (safetensors refuses "cpu:0")
+        load_model(model, str(ckpt / "model.safetensors"), strict=True, device="cpu")
     optimizer.load_state_dict(optim_sd)
     run = _RunState(step=st["step"], elapsed=st["elapsed"], train_time=st["train_time"], tokens=st["tokens"],
                     position=StreamPosition.from_dict(st["position"]), history=History.from_dict(st["history"]),
@@ -381,6 +426,13 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     data: a source for ``stream_documents`` ("auto", "shakespeare", a path...),
         whose validation split is then used for ``val_data``; or a list of
         strings / a datasets.IterableDataset (then pass ``val_data`` yourself).
+        Or a *batch source*, for examples that are not packed text (classification,
+        chat; e.g. ``classify.ExampleSource``): ``data.batches(batch_size, *, seed,
+        position, rank, world_size, device)`` gives an iterator of ``(x, y)`` with
+        ``position()`` (a StreamPosition, saved in checkpoints, passed back on resume)
+        and ``close()``; ``data.evaluate(model, batch_size, device, precision)`` the validation
+        loss (or None). ``model(x, y)`` returns ``(logits, loss)``; a model with a
+        ``load_weights(folder)`` method reads its own checkpoint files on resume.
     out_dir: where checkpoints go (at every evaluation unless ``cfg.checkpoint_every``
         says otherwise, at the end, on Ctrl-C / SIGTERM, and on an error when the
         state is consistent). ``resume=True`` continues from the newest one there.
@@ -421,11 +473,17 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     val = val_windows(val_data, tok, block, cfg.eval_windows) if val_data is not None else None
     where = dict(shuffle_windows=cfg.shuffle_windows, seed=cfg.seed, position=run.position, rank=env.rank,
                  world_size=env.world)
-    if cfg.data_workers:  # tokenizing, packing and shuffling in a background process (pipeline.py)
+    source = data if hasattr(data, "batches") and hasattr(data, "evaluate") else None  # a batch source
+    if source is not None:  # not packed text (classification, chat): the source makes the batches
+        batches = source.batches(cfg.batch_size, seed=cfg.seed, position=run.position, rank=env.rank,
+                                 world_size=env.world, device=env.device)
+    elif cfg.data_workers == 1:  # tokenizing, packing and shuffling in a background process (pipeline.py)
         batches = BackgroundBatches(train_docs, tok, block, cfg.batch_size, device=env.device, verbose=env.main,
                                     **where)
-    else:
-        batches = train_batches(train_docs, tok, block, cfg.batch_size, device=env.device, **where)
+    else:  # in the loop (0), or tokenized by data_workers processes and packed here (the same batches)
+        parallel = functools.partial(ParallelTokens, workers=cfg.data_workers) if cfg.data_workers > 1 else None
+        batches = train_batches(train_docs, tok, block, cfg.batch_size, device=env.device, token_source=parallel,
+                                **where)
     run.position = batches.position()
 
     # --- the module that runs the steps: DDP replica and/or compiled (once)
@@ -462,9 +520,11 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         return save_checkpoint(out_dir, model, step=run.step, optimizer=optimizer, trainer=state)
 
     def run_eval() -> None:
-        if val is None:
+        v = source.evaluate(model, cfg.batch_size, env.device, env.precision) if source is not None else None
+        if v is None and val is None:
             return
-        v = evaluate(model, val, cfg.batch_size, env.device, env.precision)
+        if v is None:
+            v = evaluate(model, val, cfg.batch_size, env.device, env.precision)
         run.history.val_steps.append(run.step)
         run.history.val_losses.append(v)
         run.history.val_times.append(run.train_time)
@@ -581,8 +641,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                 e.add_note(message)
             raise
         finally:
-            if isinstance(batches, BackgroundBatches):
-                batches.close()  # the worker stops at the end, on Ctrl-C and on errors
+            batches.close()  # the workers stop at the end, on Ctrl-C and on errors
         run.elapsed = elapsed0 + time.perf_counter() - t_session
         if stop_reason != "non-finite loss":
             if stop_reason != "done" and (not run.history.val_steps or run.history.val_steps[-1] != run.step):

@@ -85,7 +85,8 @@ def test_the_worker_ignores_ctrl_c_and_sigterm_and_stops_with_training(tmp_path)
     assert 0 <= r.data_wait_s <= r.train_time_s
 
 
-def test_the_worker_stops_on_an_error():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_workers_stop_on_an_error(workers):
     model, cfg = _model()
 
     def boom(info):
@@ -93,7 +94,8 @@ def test_the_worker_stops_on_an_error():
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        train(model, DOCS, cfg, live="off", callback=boom)
+        train(model, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "data_workers": workers}), live="off",
+              callback=boom)
     assert multiprocessing.active_children() == []
 
 
@@ -120,3 +122,61 @@ def test_a_shuffled_datasets_stream_gives_the_same_batches_in_a_worker(monkeypat
         assert not bg.in_process
         for _ in range(30):
             assert torch.equal(next(bg)[0], next(plain)[0])
+
+
+# --- several tokenizing workers (TrainConfig(data_workers=n), n >= 2) -----------------------
+def _parallel(workers: int):
+    import functools
+
+    from minigpt_helpers.pipeline import ParallelTokens
+
+    return functools.partial(ParallelTokens, workers=workers)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_tokenizers_give_the_same_batches_and_positions(monkeypatch, tmp_path, workers):
+    # small groups, so that every worker gets several; .txt pieces ("continues" rows) and plain strings
+    import minigpt_helpers.pipeline as pipeline
+    from minigpt_helpers.textfiles import TextFilePieces
+
+    monkeypatch.setattr(pipeline, "GROUP_CHARS", 300)
+    (tmp_path / "a.txt").write_text("".join(DOCS[:20]).replace(". ", ".\n\n"), encoding="utf-8")
+    (tmp_path / "b.txt").write_text("".join(DOCS[20:]).replace(", ", ",\n"), encoding="utf-8")
+    pieces = TextFilePieces([tmp_path / "a.txt", tmp_path / "b.txt"], block_bytes=64)
+    assert any(r["continues"] for r in pieces)
+    tok = CharTokenizer.train(DOCS + ["\n"])
+    for docs in (DOCS, pieces):
+        plain = train_batches(docs, tok, 16, 4, **KW)
+        par = train_batches(docs, tok, 16, 4, token_source=_parallel(workers), **KW)
+        for _ in range(60):  # several chunks and passes
+            x0, y0 = next(plain)
+            x1, y1 = next(par)
+            assert torch.equal(x0, x1) and torch.equal(y0, y1)
+            assert par.position() == plain.position()
+        saved = par.position()  # a resume mid-pass, with workers, continues exactly
+        again = train_batches(docs, tok, 16, 4, token_source=_parallel(workers), position=saved, **KW)
+        for _ in range(20):
+            assert torch.equal(next(again)[0], next(plain)[0])
+        par.close()
+        again.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_parallel_tokenizers_train_identically_and_stop_with_training():
+    a, cfg = _model()
+    ra = train(a, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 0}), live="off")
+    b, cfg = _model()
+    seen = []
+    rb = train(b, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 2}), live="off",
+               callback=lambda info: seen.append(len(multiprocessing.active_children())))
+    assert ra.history.losses == rb.history.losses
+    assert seen[0] == 2  # two tokenizing processes while training
+    assert multiprocessing.active_children() == []
+
+
+def test_parallel_tokenizers_raise_a_data_error_as_itself():
+    # a row the tokenizer cannot take: the worker's error is raised here, as itself
+    with pytest.raises(ValueError, match="not in this CharTokenizer's vocabulary"):
+        next(train_batches(DOCS[:3] + ["ünïcode the char tokenizer never saw"] + DOCS[3:], TOK, 16, 4,
+                           token_source=_parallel(2), **KW))
+    assert multiprocessing.active_children() == []

@@ -232,12 +232,12 @@ RSS_SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux (bytes on macOS)")
 def test_a_large_file_streams_in_flat_memory(tmp_path):
     """Reading all of a 40 MB file raises the peak RSS by a few blocks: whole, it would take > 40 MB."""
-    block = 1 << 20  # textfiles.BLOCK_BYTES (spelt out: the test must also run where it does not exist)
+    block = 1 << 16  # textfiles.BLOCK_BYTES (spelt out: the test must also run where it does not exist)
     para = "".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog; café, 漢字.\n" * (1 + i % 6) + "\n"
                    for i in range(3000)).encode("utf-8")
     path = tmp_path / "big.txt"
     with open(path, "wb") as f:
-        for _ in range(40 * block // len(para) + 1):
+        for _ in range((40 << 20) // len(para) + 1):  # 40 MiB, many blocks
             f.write(para)
     size = path.stat().st_size
     out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path)], capture_output=True, text=True,
@@ -252,7 +252,7 @@ def test_a_large_file_streams_in_flat_memory(tmp_path):
 
 
 def test_shuffling_a_txt_stream_holds_few_pieces(tmp_path, monkeypatch):
-    # a shuffle buffer counts rows; .txt rows are ~1 MB pieces, so 1000 of them would hold ~1 GB
+    # a shuffle buffer counts rows; .txt rows are ~64 KiB pieces, so 1000 of them would hold ~64 MB (1 GB at 1 MiB)
     from datasets import IterableDataset
 
     import minigpt_helpers.data as data

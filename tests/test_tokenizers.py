@@ -112,6 +112,44 @@ def test_too_few_merges_warns() -> None:
     assert tok.vocab_size == 258
 
 
+def test_progress_ends_as_one_summary_line_and_changes_nothing(capsys: pytest.CaptureFixture) -> None:
+    texts = [shakespeare(30_000)]
+    quiet = BPETokenizer.train(texts, vocab_size=300)
+    assert capsys.readouterr() == ("", "")  # silent by default
+    shown = BPETokenizer.train(texts, vocab_size=300, progress=True)
+    assert shown.merges == quiet.merges
+    out, err = capsys.readouterr()
+    # not a terminal (pytest captures it): no redrawn line, only the summary, once
+    assert err == "" and out.count("\n") == 1
+    assert out.startswith("BPETokenizer: 0.03 M characters") and "43 merges in" in out
+
+
+def test_progress_in_a_notebook_is_one_output_updated_to_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    import IPython.display
+
+    import minigpt_helpers.live as live
+
+    shown: list[str] = []
+
+    class Handle:
+        def update(self, obj) -> None:
+            shown.append(obj.data)
+
+    def fake_display(obj, display_id=False):
+        assert display_id is True  # a handle, so later states replace this output instead of adding more
+        shown.append(obj.data)
+        return Handle()
+
+    monkeypatch.setattr(live, "in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    BPETokenizer.train([shakespeare(30_000)], vocab_size=300, progress=True)
+    assert capsys.readouterr().out == ""  # everything went to the one display output
+    assert shown[0].startswith("BPETokenizer: reading text")
+    assert any("merge 43/43: " in s for s in shown)
+    assert shown[-1].startswith("BPETokenizer: 0.03 M characters") and "43 merges in" in shown[-1]
+
+
 # ----------------------------------------------------------------------------- round trips
 @FAST
 @given(st.text(max_size=200))

@@ -1,0 +1,198 @@
+"""Concept diagrams (issue 12): each draws, is legible (>= 9 pt, no overlapping labels, nothing cut off),
+and shows what the course's code computes."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+from minigpt_helpers import diagrams  # noqa: E402
+from minigpt_helpers.train_config import TrainConfig, lr_at  # noqa: E402
+
+
+def drawn_texts(fig: Figure) -> list[Text]:
+    """The non-empty texts that are actually drawn: free texts, titles, and tick/axis labels of visible axes."""
+    out = list(fig.texts)
+    for ax in fig.axes:
+        out += ax.texts
+        if ax.axison:
+            out += [ax.title, ax._left_title, ax.xaxis.label, ax.yaxis.label]
+            (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+            out += [t for t in ax.get_xticklabels() if x0 <= t.get_position()[0] <= x1]  # drawn ticks only
+            out += [t for t in ax.get_yticklabels() if y0 <= t.get_position()[1] <= y1]
+    return [t for t in out if t.get_visible() and t.get_text().strip()]
+
+
+def legibility_problems(fig: Figure) -> list[str]:
+    """Labels under 9 pt, labels that overlap, and labels that stick out of the figure."""
+    canvas = FigureCanvasAgg(fig)  # a closed pyplot figure keeps only a bare canvas
+    with warnings.catch_warnings():
+        # "Glyph ... missing from font(s)": the character would show as an empty box
+        warnings.filterwarnings("error", message=r"(?i).*glyph.*missing")
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = drawn_texts(fig)
+    problems = [f"{t.get_text()!r} is {t.get_fontsize():g} pt" for t in texts if t.get_fontsize() < 9]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    frame = fig.bbox
+    for name, b in boxes:
+        if b.x0 < frame.x0 - 1 or b.y0 < frame.y0 - 1 or b.x1 > frame.x1 + 1 or b.y1 > frame.y1 + 1:
+            problems.append(f"{name!r} is cut off at the figure's edge")
+    for i, (a_name, a) in enumerate(boxes):
+        for b_name, b in boxes[i + 1:]:
+            w = min(a.x1, b.x1) - max(a.x0, b.x0)
+            h = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if w > 1.5 and h > 1.5:  # pixels: touching is fine, overlapping is not
+                problems.append(f"{a_name!r} overlaps {b_name!r}")
+    return problems
+
+
+def texts_of(fig: Figure) -> str:
+    return "\n".join(t.get_text() for t in drawn_texts(fig))
+
+
+def _draw(name: str, **kwargs) -> Figure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # matplotlib's complaints while building the figure
+        return diagrams.DIAGRAMS[name](**kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(diagrams.DIAGRAMS))
+def test_every_diagram_draws_legibly(name: str) -> None:
+    fig = _draw(name)
+    try:
+        assert isinstance(fig, Figure)
+        assert fig.number not in plt.get_fignums(), "detached from pyplot, so a notebook shows it once"
+        assert len(drawn_texts(fig)) >= 8, "a diagram explains itself with labels"
+        shapes = sum(len(ax.patches) + len(ax.lines) for ax in fig.axes)
+        assert shapes + len(drawn_texts(fig)) >= 20
+        assert legibility_problems(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_the_registry_the_docstring_and_the_chapters_agree() -> None:
+    listed = re.findall(r"^    (\w+)\s+ch\d\d\s", diagrams.__doc__, flags=re.M)
+    assert listed == list(diagrams.DIAGRAMS)
+    assert set(diagrams.CHAPTER) == set(diagrams.DIAGRAMS)
+    for name, draw in diagrams.DIAGRAMS.items():
+        assert getattr(diagrams, name) is draw and draw.__doc__, name
+
+
+def test_the_legibility_check_catches_what_it_looks_for() -> None:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.set_axis_off()
+    ax.text(0.1, 0.5, "tiny", fontsize=6)
+    ax.text(0.5, 0.5, "one label", fontsize=10)
+    ax.text(0.52, 0.5, "another", fontsize=10)
+    ax.text(1.4, 0.5, "off the edge", fontsize=10)
+    problems = "\n".join(legibility_problems(fig))
+    assert "'tiny' is 6 pt" in problems and "overlaps" in problems and "cut off" in problems
+    ax.text(0.1, 0.1, "\u4e2d", fontsize=10)  # DejaVu Sans has no CJK: it would draw an empty box
+    with pytest.raises(UserWarning, match="missing from font"):
+        legibility_problems(fig)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ they show the code's numbers
+def test_packing_windows_are_pack_windows() -> None:
+    fig = _draw("packing_windows", docs=["ab", "cde"], block_size=2)
+    text = texts_of(fig)
+    plt.close(fig)
+    # stream a b EOT c d e EOT: two windows of 3 tokens, and a one-token tail
+    assert "window 0" in text and "window 1" in text and "window 2" not in text and "tail: dropped" in text
+    with pytest.raises(ValueError, match="block_size"):
+        diagrams.packing_windows(block_size=0)
+
+
+def test_bpe_merges_are_the_trainers() -> None:
+    fig = _draw("bpe_merges", text="low lower lowest", steps=2)
+    text = texts_of(fig)
+    plt.close(fig)
+    assert "id 256 = 'lo'" in text and "id 257 = 'low'" in text  # l+o and o+w tie at 3: the smaller pair wins
+    assert "l+o: 3" in text
+    with pytest.raises(ValueError, match="no pair"):
+        diagrams.bpe_merges("x")
+
+
+def test_causal_attention_masks_the_future() -> None:
+    fig = _draw("causal_attention", tokens=("a", "b", "c", "d"), query=1)
+    ax = fig.axes[0]
+    masked = [p for p in ax.patches if p.get_hatch() == "///"]
+    weights = [float(t.get_text()) for t in ax.texts if re.fullmatch(r"\d\.\d\d", t.get_text())]
+    plt.close(fig)
+    assert len(masked) == 4 * 3 // 2 + 1  # the upper triangle, plus the legend's swatch
+    assert len(weights) == 4 * 5 // 2 and weights[0] == 1.0  # the first query sees only itself
+
+
+def test_lr_schedule_is_lr_at() -> None:
+    cfg = TrainConfig(max_steps=200, warmup_steps=20, lr=6e-4, min_lr=6e-5)
+    fig = _draw("lr_schedule", cfg=cfg)
+    line = fig.axes[0].lines[0]
+    ys = line.get_ydata()
+    plt.close(fig)
+    scale = 1e-4
+    assert len(ys) == 200
+    assert all(abs(y * scale - lr_at(s, cfg)) < 1e-12 for s, y in zip(range(200), ys))
+    with pytest.raises(ValueError, match="max_steps"):
+        diagrams.lr_schedule(TrainConfig(max_steps=None, time_budget_s=10))
+
+
+def test_kv_cache_counts_the_work() -> None:
+    fig = _draw("kv_cache", prompt=("a", "b"), generated=("c", "d", "e", "f"))
+    text = texts_of(fig)
+    plt.close(fig)
+    assert "2 + 3 + 4 + 5 = 14" in text  # without a cache: every position, every call
+    assert "2 + 1 + 1 + 1 = 5" in text  # with one: the prompt once, then one position per call
+
+
+def test_sampling_filters_remove_what_the_filters_remove() -> None:
+    fig = _draw("sampling_filters", top_k=3, top_p=0.5)
+    removed = [sum(1 for p in ax.patches if p.get_hatch() == "///") for ax in fig.axes]
+    plt.close(fig)
+    assert removed == [0, 0, 10 - 3, 10 - 2]  # top-p 0.5: ' be' (0.41) + ' die' (0.19) reach it
+    with pytest.raises(ValueError, match="one logit per token"):
+        diagrams.sampling_filters(logits=[1.0, 2.0], tokens=["a"])
+
+
+def test_the_parameters_change_the_picture() -> None:
+    for name, kwargs in [("head_split", dict(n_embd=16, n_head=4)), ("gqa", dict(n_head=6, n_kv_head=3)),
+                         ("lora", dict(d_in=128, d_out=384, r=4)), ("training_step", dict(grad_accum=4)),
+                         ("gpt_architecture", dict(n_layer=6))]:
+        fig = _draw(name, **kwargs)
+        try:
+            assert legibility_problems(fig) == [], name
+            text = texts_of(fig)
+            assert {"head_split": "head 3", "gqa": "3 K/V heads", "lora": "2,048",
+                    "training_step": "x 4 micro-batches", "gpt_architecture": "\u00d7 6"}[name] in text
+        finally:
+            plt.close(fig)
+    for bad in (lambda: diagrams.head_split(n_embd=10, n_head=3), lambda: diagrams.gqa(8, 3),
+                lambda: diagrams.lora(r=0), lambda: diagrams.chat_mask([("robot", "hi")])):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_save_all_writes_one_png_per_diagram(tmp_path, monkeypatch) -> None:
+    drawn = []
+    for name in diagrams.DIAGRAMS:  # cheap stand-ins: the real ones are drawn above
+        def draw(name=name):
+            drawn.append(name)
+            fig = plt.figure(figsize=(1, 1))
+            fig.add_subplot().plot([0, 1])
+            return fig
+        monkeypatch.setitem(diagrams.DIAGRAMS, name, draw)
+    paths = diagrams.save_all(tmp_path)
+    assert drawn == list(diagrams.DIAGRAMS)
+    assert [p.name for p in paths] == [f"{n}.png" for n in diagrams.DIAGRAMS]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
