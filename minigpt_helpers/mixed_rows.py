@@ -38,7 +38,8 @@ def _open(url: str):
         return open(url, "rb")
     import fsspec
 
-    return fsspec.open(url, "rb").open()
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.open(path=path, mode="rb")
 
 
 class MixedRows:

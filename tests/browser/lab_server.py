@@ -14,6 +14,7 @@ Run by hand to look at what the test sees (Ctrl-C stops it)::
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -24,8 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,13 +62,16 @@ def free_port() -> int:
 
 
 def _status_ok(url: str, token: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-    req = urllib.request.Request(f"{url}api/status", headers={"Authorization": f"token {token}"})
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)  # direct: never via a proxy
     try:
-        with opener.open(req, timeout=5) as r:
-            return r.status == 200 and "started" in json.loads(r.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError, ValueError):
+        conn.request("GET", f"{parts.path}api/status", headers={"Authorization": f"token {token}"})
+        r = conn.getresponse()
+        return r.status == 200 and "started" in json.loads(r.read().decode("utf-8"))
+    except (http.client.HTTPException, OSError, ValueError):
         return False
+    finally:
+        conn.close()
 
 
 def _log_tail(path: Path, n: int = 30) -> str:
