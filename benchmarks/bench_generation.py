@@ -29,6 +29,25 @@ def _model(block_size: int, n_layer: int, n_head: int, n_embd: int) -> GPT:
     return model
 
 
+def cache_vs_plain(model: GPT, prompt: str, new_tokens: int, rounds: int) -> tuple[float, float]:
+    """Best seconds to generate ``new_tokens`` with the KV cache and without, interleaved ``rounds`` times.
+
+    Both ways first give the same greedy tokens, so the comparison is like for like.
+    """
+    def gen(use_cache: bool) -> None:
+        generate(model, prompt, new_tokens, temperature=1.0, seed=0, use_cache=use_cache)
+
+    assert generate(model, prompt, 50, temperature=0, use_cache=True) == generate(
+        model, prompt, 50, temperature=0, use_cache=False
+    )
+    t_cache, t_plain = float("inf"), float("inf")
+    gen(True)  # warm-up
+    for _ in range(rounds):
+        t_cache = min(t_cache, best_time(lambda: gen(True), repeat=1, warmup=0))
+        t_plain = min(t_plain, best_time(lambda: gen(False), repeat=1, warmup=0))
+    return t_cache, t_plain
+
+
 def run(quick: bool) -> list[Result]:
     if quick:
         block_size, n_layer, n_head, n_embd, new_tokens, rounds = 64, 2, 2, 64, 100, 1
@@ -37,18 +56,7 @@ def run(quick: bool) -> list[Result]:
     model = _model(block_size, n_layer, n_head, n_embd)
     n_params = model.num_params() / 1e6
 
-    def gen(use_cache: bool) -> None:
-        generate(model, PROMPT, new_tokens, temperature=1.0, seed=0, use_cache=use_cache)
-
-    # identical samples both ways (same seed): the comparison is like for like
-    assert generate(model, PROMPT, 50, temperature=0, use_cache=True) == generate(
-        model, PROMPT, 50, temperature=0, use_cache=False
-    )
-    t_cache, t_plain = float("inf"), float("inf")
-    gen(True)  # warm-up
-    for _ in range(rounds):
-        t_cache = min(t_cache, best_time(lambda: gen(True), repeat=1, warmup=0))
-        t_plain = min(t_plain, best_time(lambda: gen(False), repeat=1, warmup=0))
+    t_cache, t_plain = cache_vs_plain(model, PROMPT, new_tokens, rounds)
     return [
         Result(
             name=f"generate {new_tokens} tokens, KV cache (ctx {block_size}, {n_params:.1f}M params)",

@@ -15,9 +15,10 @@ from __future__ import annotations
 import string
 
 import torch
-from common import Result, best_time
+from bench_generation import cache_vs_plain
+from common import Result
 
-from minigpt_helpers import GPT, GPTConfig, generate, set_seed
+from minigpt_helpers import GPT, GPTConfig, set_seed
 from minigpt_helpers.tokenizer import CharTokenizer
 
 PROMPT = "The research shows that "
@@ -53,17 +54,7 @@ def run(quick: bool) -> list[Result]:
     gqa_bytes, mha_bytes = _cache_bytes(gqa), _cache_bytes(mha)
     assert gqa_bytes * 4 == mha_bytes and gqa.kv_cache_bytes_per_token() * 4 == mha.kv_cache_bytes_per_token()
 
-    def gen(use_cache: bool) -> None:
-        generate(gqa, prompt, new_tokens, temperature=1.0, seed=0, use_cache=use_cache)
-
-    # identical greedy tokens both ways: the speed comparison is like for like
-    assert generate(gqa, prompt, 50, temperature=0, use_cache=True) == generate(gqa, prompt, 50, temperature=0,
-                                                                                 use_cache=False)
-    t_cache, t_plain = float("inf"), float("inf")
-    gen(True)  # warm-up
-    for _ in range(rounds):
-        t_cache = min(t_cache, best_time(lambda: gen(True), repeat=1, warmup=0))
-        t_plain = min(t_plain, best_time(lambda: gen(False), repeat=1, warmup=0))
+    t_cache, t_plain = cache_vs_plain(gqa, prompt, new_tokens, rounds)  # bench_generation's measurement
     shape = f"{n_layer} layers, {n_head} query heads of {n_embd // n_head}, ctx {block_size}"
     return [
         Result(
