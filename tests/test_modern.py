@@ -320,3 +320,18 @@ def test_to_hf_refuses_what_no_architecture_expresses():
         hf_architecture(GPTConfig(**BASE, **llama, logit_softcap=30.0))
     with pytest.raises(ValueError, match="norm='layernorm'"):
         GPT(GPTConfig(**BASE, rope_theta=1e4, mlp="swiglu")).to_hf()
+
+
+def test_cpu_modern_preset_is_cpu_plus_the_changes_the_ablation_kept():
+    """``cpu-modern`` keeps the ``cpu`` shape and batch; it differs only in chapter 07's options (a Qwen3-shaped
+    model, so it exports) and in the optimizer and its schedule."""
+    from dataclasses import fields
+
+    from minigpt_helpers.hf_llama import hf_architecture
+    from minigpt_helpers.train_config import preset
+
+    (m0, t0), (m1, t1) = preset("cpu", 65), preset("cpu-modern", 65)
+    changed = {f.name for f in fields(m0) if getattr(m0, f.name) != getattr(m1, f.name)}
+    assert changed == {"rope_theta", "norm", "mlp", "qk_norm"}
+    assert (t1.optimizer, t1.batch_size) == ("muon", t0.batch_size) and t0.optimizer == "adamw"
+    assert hf_architecture(m1) == "qwen3"
