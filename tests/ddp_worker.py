@@ -6,7 +6,7 @@ Trains a tiny model with ``train()`` on in-memory text (with ``all_reduce(AVG)``
 refused, as older gloo does) and writes what this rank
 saw to ``OUT/rank<r>.json``: the steps it ran, why it stopped, its losses and a
 checksum of its weights. Extra keys in the JSON: ``sigterm_at`` (rank 1 sends
-itself SIGTERM after that step), ``resume`` and ``out_dir`` (checkpoints).
+itself SIGTERM after that step), ``resume`` and ``out_dir`` (checkpoints), ``model`` (GPTConfig options).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     tok = CharTokenizer.train(DOCS + VAL)
     set_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32,
-                          dropout=opts.pop("dropout", 0.0), bias=False))
+                          dropout=opts.pop("dropout", 0.0), bias=False, **opts.pop("model", {})))
     model.tokenizer = tok
     sigterm_at = opts.pop("sigterm_at", None)
     resume = opts.pop("resume", False)

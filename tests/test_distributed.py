@@ -86,6 +86,22 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
     assert ha["losses"][-1] < ha["losses"][0]  # it did train
 
 
+def test_modern_options_and_muon_train_the_same_in_two_processes_as_in_one(tmp_path):
+    # chapter 07's options (RoPE, RMSNorm, SwiGLU, multi-query attention, QK-norm) with Muon: 2 ranks x 4 rows
+    # must train exactly what 1 process does with the 8 rows of each combined batch
+    modern = dict(rope_theta=10000.0, norm="rmsnorm", mlp="swiglu", n_kv_head=1, qk_norm=True)
+    two = _worker(tmp_path / "two", model=modern, optimizer="muon", muon_lr=0.05)
+    (tmp_path / "one").mkdir()
+    _launch(str(WORKER), str(tmp_path / "one"), json.dumps(dict(model=modern, optimizer="muon", muon_lr=0.05,
+                                                                batch_size=8)), procs=1)
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text(encoding="utf-8"))
+    assert two[0]["weights"] == two[1]["weights"]  # replicas bit-identical
+    assert two[0]["steps"] == one["steps"] == [1, 2, 3, 4, 5, 6]
+    torch.testing.assert_close(torch.tensor(two[0]["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(two[0]["weights"]), torch.tensor(one["weights"]), rtol=1e-4, atol=1e-5)
+    assert one["losses"][-1] < one["losses"][0]  # it did train
+
+
 def test_time_budget_is_one_decision_for_all_ranks(tmp_path):
     # Each rank has its own clock; the schedule and the stop must use one (rank 0's).
     r0, r1 = _worker(tmp_path, max_steps=None, time_budget_s=3.0, warmup_steps=2)
