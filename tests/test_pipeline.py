@@ -162,15 +162,25 @@ def test_parallel_tokenizers_give_the_same_batches_and_positions(monkeypatch, tm
     assert multiprocessing.active_children() == []
 
 
-def test_parallel_tokenizers_train_identically_and_stop_with_training():
+def test_parallel_tokenizers_train_identically_and_stop_with_training(monkeypatch):
     a, cfg = _model()
     ra = train(a, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 0}), live="off")
     b, cfg = _model()
-    seen = []
-    rb = train(b, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 2}), live="off",
-               callback=lambda info: seen.append(len(multiprocessing.active_children())))
+    # Which processes tokenized: every DataLoader the pipeline starts, and its workers' pids. (Counting live
+    # children from a callback was racy: a worker that has tokenized its share of a pass exits at once, and on
+    # a busy machine one of the two can be gone by step 1.)
+    started: list[list[int]] = []
+
+    class Spy(torch.utils.data.DataLoader):
+        def __iter__(self):
+            it = super().__iter__()
+            started.append([w.pid for w in getattr(it, "_workers", [])])
+            return it
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Spy)
+    rb = train(b, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 2}), live="off")
     assert ra.history.losses == rb.history.losses
-    assert seen[0] == 2  # two tokenizing processes while training
+    assert started and all(len(pids) == 2 and os.getpid() not in pids for pids in started)  # two tokenizing processes
     assert multiprocessing.active_children() == []
 
 
