@@ -45,7 +45,14 @@ from torch import nn
 
 from .batching import StreamPosition, encode_text
 from .device import autocast
-from .lora import DEFAULT_TARGETS, add_lora, load_lora_state_dict, lora_state_dict, without_lora
+from .lora import (
+    DEFAULT_TARGETS,
+    add_lora,
+    load_lora_state_dict,
+    lora_state_dict,
+    without_lora,
+    wrapped_tokenizer,
+)
 
 IGNORE = -1  #: a target our GPT's loss skips (model.py: ``ignore_index=-1``); also "no token" in an input
 MODES = ("head", "last_blocks", "all", "lora")
@@ -213,13 +220,7 @@ class GPTClassifier(nn.Module):
     def config(self):
         return self.backbone.config
 
-    @property
-    def tokenizer(self) -> Any:
-        return self.backbone.tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value: Any) -> None:
-        self.backbone.tokenizer = value
+    tokenizer = wrapped_tokenizer("backbone")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled hidden states ``(B, C)`` of right-padded ids ``x`` (B, T), -1 after each text."""

@@ -40,9 +40,9 @@ import re
 import threading
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import textfiles
 
@@ -409,6 +409,23 @@ def _json_row_text(path: Path, where: str, row: object) -> str:
     return text
 
 
+def json_lines(f: Iterable[str], path: str | Path, hint: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, object)`` for each non-blank line of an open JSON Lines file.
+
+    A line that is not JSON raises a ValueError naming the file, the line and
+    ``hint`` (what each line should hold). Shared by the text reader here and
+    ``instructions.read_conversations``.
+    """
+    for n, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg}, column {e.colno}); {hint}") from None
+        yield n, row
+
+
 def _json_texts(path: Path, max_rows: int | None = None) -> Iterator[str]:
     """The ``text`` of each row of a JSON Lines file (or of a .json file holding one array of objects).
 
@@ -430,14 +447,7 @@ def _json_texts(path: Path, max_rows: int | None = None) -> Iterator[str]:
                 return
             f.seek(0)
             n_rows = 0
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg}, column {e.colno}); "
-                                     f"{JSONL_HINT}") from None
+            for n, row in json_lines(f, path, JSONL_HINT):
                 yield _json_row_text(path, f"line {n}", row)
                 n_rows += 1
                 if max_rows is not None and n_rows >= max_rows:

@@ -362,18 +362,12 @@ def read_conversations(path: str | Path) -> list[dict[str, Any]]:
     ValueError naming the file, the line and the expected format.
     """
     from .chat import FORMAT_HINT, check_messages
+    from .data import json_lines
 
     path = Path(path)
     rows = []
     with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not JSON ({e.msg}); each line must be one object "
-                                 f'{{"messages": [...]}}; {FORMAT_HINT}') from None
+        for n, row in json_lines(f, path, f'each line must be one object {{"messages": [...]}}; {FORMAT_HINT}'):
             if not isinstance(row, dict):
                 raise ValueError(f'{path}, line {n}: a JSON {type(row).__name__}, not an object {{"messages": [...]}}')
             rows.append({**row, "messages": check_messages(row, f"{path}, line {n}")})

@@ -234,6 +234,16 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 
 # ------------------------------------------------------------------------------ a GPT with adapters, for train()
+def wrapped_tokenizer(attr: str) -> property:
+    """A ``tokenizer`` property for a wrapper module: reads and sets the tokenizer of ``self.<attr>``.
+
+    A wrapper (``LoRAModel``, ``GPTClassifier``) has no tokenizer of its own; the
+    wrapped GPT carries it into checkpoints, so both must see the same one.
+    """
+    return property(lambda self: getattr(self, attr).tokenizer,
+                    lambda self, value: setattr(getattr(self, attr), "tokenizer", value))
+
+
 class LoRAModel(nn.Module):
     """A model (a GPT) with LoRA adapters that :func:`train` can train, checkpoint and resume.
 
@@ -255,13 +265,7 @@ class LoRAModel(nn.Module):
         except AttributeError:
             return getattr(super().__getattr__("model"), name)
 
-    @property
-    def tokenizer(self) -> Any:
-        return self.model.tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value: Any) -> None:
-        self.model.tokenizer = value
+    tokenizer = wrapped_tokenizer("model")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)

@@ -127,7 +127,7 @@ def test_your_own_jsonl_and_the_hub(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"bad.jsonl, line 3.*role"):
         read_conversations(bad)
     bad.write_text("not json\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="line 1: not JSON"):
+    with pytest.raises(ValueError, match="line 1: not valid JSON"):
         read_conversations(bad)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConnectionError, match="read_conversations"):
