@@ -230,15 +230,17 @@ def chapter05_budget(quick: bool) -> Result:
 
     budget = 4.0 if quick else 480.0  # chapter 05: pick(full=480, quick=12)
     tok = default_tokenizer()
+    mcfg, cfg = preset("cpu", tok.vocab_size)  # both presets: context 64, 200 validation windows, batch 16
+    val = val_windows(stream_documents("shakespeare", "validation", verbose=False), tok, mcfg.block_size,
+                      cfg.eval_windows)
     bpb, steps = {}, {}
     for name in TARGETS:
         mcfg, cfg = preset(name, tok.vocab_size, max_steps=None, time_budget_s=budget, data_workers=0 if quick else 1)
+        assert val.shape == (cfg.eval_windows, mcfg.block_size + 1), "the presets must share the validation windows"
         set_seed(1337)
         model = GPT(mcfg)
         model.tokenizer = tok
         r = train(model, "shakespeare", cfg, live="off")
-        val = val_windows(stream_documents("shakespeare", "validation", verbose=False), tok, mcfg.block_size,
-                          cfg.eval_windows)
         bpb[name] = evaluate(model, val, cfg.batch_size, model.device, unit="bpb", tokenizer=tok)
         steps[name] = r.step
     note = (f"target: lower than 'cpu': {bpb['cpu-modern'] - bpb['cpu']:+.3f} bits per byte, "
