@@ -36,7 +36,8 @@ from pathlib import Path
 
 from common import Result, best_time
 
-from minigpt_helpers import data, stream_documents
+from minigpt_helpers import stream_documents
+from minigpt_helpers.data import sources as data
 
 
 def _ours(limit: int | None):
@@ -232,7 +233,7 @@ def large_file_memory(large: Path, small: Path) -> Result:
 
 def _document_tokens_seeks(tok) -> bool:
     """Whether ``batching.document_tokens`` starts a seekable source at ``start_doc`` (``iter_from``)."""
-    from minigpt_helpers.batching import document_tokens
+    from minigpt_helpers.data.batching import document_tokens
 
     asked = []
 
@@ -278,8 +279,9 @@ def fast_resume(large: Path) -> Result:
     strictest reference: a read from disk is ~20x slower). The note gives the whole first-batch times,
     the same from disk, and the resume that reads the rows before its own (no ``iter_from``).
     """
-    from minigpt_helpers import CharTokenizer, textfiles
-    from minigpt_helpers.batching import StreamPosition, train_batches
+    from minigpt_helpers import CharTokenizer
+    from minigpt_helpers.data import textfiles
+    from minigpt_helpers.data.batching import StreamPosition, train_batches
 
     with open(large, "rb") as f:
         tok = CharTokenizer.train([f.read(1 << 20).decode("utf-8", "ignore")], unk=True)

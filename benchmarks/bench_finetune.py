@@ -21,8 +21,8 @@ import torch
 from common import Result
 
 import minigpt_helpers as m
-from minigpt_helpers import chat, lora
-from minigpt_helpers.bpe import BPETokenizer
+from minigpt_helpers.finetune import chat, lora
+from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
 
 def _steps_per_s(model, batches, steps: int) -> float:

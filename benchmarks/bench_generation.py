@@ -16,7 +16,7 @@ import torch
 from common import Result, best_time
 
 from minigpt_helpers import GPT, GPTConfig, generate, set_seed
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 PROMPT = "The research shows"
 

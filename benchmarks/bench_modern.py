@@ -19,7 +19,7 @@ from bench_generation import cache_vs_plain
 from common import Result
 
 from minigpt_helpers import GPT, GPTConfig, set_seed
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 PROMPT = "The research shows that "
 MODERN = dict(rope_theta=10000.0, norm="rmsnorm", mlp="swiglu", qk_norm=True, bias=False)

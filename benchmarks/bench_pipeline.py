@@ -24,8 +24,8 @@ import torch
 from common import Result
 
 import minigpt_helpers as m
-from minigpt_helpers.bpe import BPETokenizer
-from minigpt_helpers.pipeline import BackgroundBatches, ParallelTokens
+from minigpt_helpers.data.pipeline import BackgroundBatches, ParallelTokens
+from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
 H100_GPT2_TOK_S = 0.45e6  # what a GPT-2-small run at 45 % MFU on an H100 consumes (issue 11)
 EXTRA = ["Ça ne fait rien — c'est la vie, naïve et légère.", "Быть или не быть, вот в чём вопрос.",

@@ -27,8 +27,8 @@ from pathlib import Path
 from common import Result
 
 from minigpt_helpers import BPETokenizer, stream_documents
-from minigpt_helpers.sentencepiece_tokenizer import training_pieces
-from minigpt_helpers.tokenizer import EOT
+from minigpt_helpers.tokenizers.base import EOT
+from minigpt_helpers.tokenizers.sentencepiece import training_pieces
 
 TINY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 TARGET_MB = 10.0

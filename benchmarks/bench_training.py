@@ -38,9 +38,9 @@ DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 sys.path.insert(0, str(ROOT))
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, preset, set_seed, stream_documents, train  # noqa: E402
-from minigpt_helpers.batching import val_windows  # noqa: E402
-from minigpt_helpers.tokenizer import CharTokenizer  # noqa: E402
-from minigpt_helpers.training import evaluate  # noqa: E402
+from minigpt_helpers.data.batching import val_windows  # noqa: E402
+from minigpt_helpers.tokenizers.base import CharTokenizer  # noqa: E402
+from minigpt_helpers.training.loop import evaluate  # noqa: E402
 
 EVAL_WINDOWS = 500  # 32k validation tokens, the same for both sides
 NANOGPT = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)
@@ -226,7 +226,7 @@ TARGETS = {"cpu": 2.0, "cpu-modern": 6.0}  # how many times sooner than the reci
 
 def chapter05_budget(quick: bool) -> Result:
     """Both CPU presets for chapter 05's training budget on the offline corpus: validation bits per byte."""
-    from minigpt_helpers.tokenizer import default_tokenizer
+    from minigpt_helpers.tokenizers.train import default_tokenizer
 
     budget = 4.0 if quick else 480.0  # chapter 05: pick(full=480, quick=12)
     tok = default_tokenizer()
@@ -264,7 +264,7 @@ def run(quick: bool) -> list[Result]:
     ref_curve, _ = nanogpt_recipe(tok, train_text, val, iters=iters, eval_every=20 if quick else 100)
     target = ref_curve[-1][2]
     ref_time = ref_curve[-1][0]
-    from minigpt_helpers.metrics import bytes_per_token, loss_to_bpb
+    from minigpt_helpers.training.metrics import bytes_per_token, loss_to_bpb
 
     bpb = loss_to_bpb(target, bytes_per_token(tok, [val_text]))  # tokenizer-independent: compare in this
     curves = {}

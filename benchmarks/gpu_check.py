@@ -212,7 +212,7 @@ class Ctx:
 
 
 def section_decisions(ctx: Ctx, report: Report) -> None:
-    from minigpt_helpers.device import choose_compile, choose_precision, enable_tf32, peak_flops
+    from minigpt_helpers.training.device import choose_compile, choose_precision, enable_tf32, peak_flops
 
     p, why_p = choose_precision(ctx.device)
     c, why_c = choose_compile(ctx.device, p)
@@ -355,7 +355,7 @@ def section_sdpa(ctx: Ctx, report: Report) -> None:
     import torch.nn.functional as F
     from torch.nn.attention import sdpa_kernel
 
-    from minigpt_helpers.device import autocast
+    from minigpt_helpers.training.device import autocast
 
     mcfg, tcfg = _train_cfg(ctx, 1, None, False)
     B, H, T, D = tcfg.batch_size, mcfg.n_head, mcfg.block_size, mcfg.head_dim
@@ -426,7 +426,7 @@ def measure_matmul_peak(device: torch.device, precision: str, n: int, seconds: f
 
 
 def section_peak(ctx: Ctx, report: Report) -> float:
-    from minigpt_helpers.device import peak_flops
+    from minigpt_helpers.training.device import peak_flops
 
     n = ctx.sizes.matmul_n
     peak = measure_matmul_peak(ctx.device, ctx.precision, n, seconds=3.0 if not ctx.tiny else 0.5)
@@ -460,7 +460,7 @@ def _steps_per_second(ctx: Ctx, mcfg, batch: int, compile_: bool, flash: bool, s
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from minigpt_helpers import GPT
-    from minigpt_helpers.device import autocast
+    from minigpt_helpers.training.device import autocast
 
     device = ctx.device
     torch.manual_seed(0)
@@ -514,7 +514,7 @@ def _throughput(ctx: Ctx, mcfg, batch: int, compile_: bool, flash: bool, seconds
 
 def section_throughput(ctx: Ctx, report: Report, peak: float | None) -> None:
     from minigpt_helpers import GPTConfig
-    from minigpt_helpers.device import peak_flops
+    from minigpt_helpers.training.device import peak_flops
 
     mcfg_preset, _ = _train_cfg(ctx, 1, None, False)
     models = [(f"`{ctx.sizes.preset}` preset", mcfg_preset, ctx.sizes.bench_preset_batch),
@@ -602,7 +602,7 @@ def _run_group(cmd: list[str], timeout: float) -> tuple[int | str, str]:
 def ddp_worker(out: Path, batch_mult: int, tiny: bool) -> int:
     """One process of section 6 (started by torchrun); rank 0 writes the result to ``out``."""
     from minigpt_helpers import CharTokenizer, train
-    from minigpt_helpers.device import choose_compile, choose_precision
+    from minigpt_helpers.training.device import choose_compile, choose_precision
 
     sizes = TINY_SIZES if tiny else GPU_SIZES
     train_docs, val_docs, _ = corpus(sizes.corpus_chars)
@@ -701,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else (ROOT / "GPU_CHECK.md" if device.type == "cuda" else None)
 
     from minigpt_helpers import CharTokenizer
-    from minigpt_helpers.device import choose_compile, choose_precision
+    from minigpt_helpers.training.device import choose_compile, choose_precision
 
     if device.type == "cuda":
         cap = torch.cuda.get_device_capability(device)

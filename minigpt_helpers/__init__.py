@@ -1,52 +1,62 @@
 """minigpt_helpers: the finished pieces of the MiniGPT course.
 
 Each chapter derives a piece step by step, checks that its version matches the
-one here, and from then on imports it from this package. One module per concept:
+one here, and from then on imports it from this package. The modules are grouped
+in wings, one per stage of the course; a wing imports only the wings below it.
 
-    config      quick mode, artifacts folder, seeding
-    device      device / precision choice with explicit fallbacks
-    data        streaming documents (RedPajama, offline Shakespeare, your files)
-    tokenizer, bpe, sentencepiece_tokenizer   the three tokenizers
-    model       GPTConfig, GPT, attention, KV cache, Hugging Face interop
-    layers, muon, hf_llama, hf_tokenizer   chapter 07: RoPE, RMSNorm, SwiGLU, Muon, Llama/Qwen3, open weights
-    batching, training, checkpoint, live, cli   training on the stream
-    lora, classify, chat, instructions   chapter 08: LoRA, classification, chat and SFT, instruction data
-    generation  generate(model, prompt)
+    config.py               quick mode, the artifacts folder, seeding, the run summary
+    progress.py             progress in Jupyter and on a terminal (the BPE trainer and train() share it)
+    data/                   ch01: documents from RedPajama, offline Shakespeare or your own files; batches
+      rows.py                 the train/validation split every source shares; reading JSON Lines
+      sources.py              stream_documents and the sources behind it; is the Hub reachable?
+      textfiles.py            a .txt file of any size as seekable pieces
+      mixing.py, mixed_rows.py  RedPajama's subsets mixed by byte share, resumably
+      batching.py             documents -> tokens -> packed windows -> (x, y) batches
+      pipeline.py             batches made in a background worker
+    tokenizers/             ch02: text <-> ids
+      base.py                 the Tokenizer protocol, its registry, CharTokenizer, load_tokenizer
+      bpe.py                  byte-level BPE from scratch
+      sentencepiece.py, hf.py SentencePiece and Hugging Face tokenizers behind the same protocol
+      train.py                train_tokenizer and default_tokenizer: the tokenizer later chapters load
+    model/                  ch03, ch04, ch06, ch07: the GPT
+      attention.py            causal self-attention, the KV cache
+      layers.py               RMSNorm, RoPE, the MLP and SwiGLU
+      gpt.py                  GPTConfig, Block, GPT; save and load
+      generation.py           sampling and generate()
+    training/               ch05, ch07: training it
+      config.py               TrainConfig, presets, the learning-rate schedule
+      loop.py                 train(), evaluate(), the optimizer
+      distributed.py          several processes: stop vote, signals, replica check
+      checkpoint.py           atomic checkpoints and exact resume
+      device.py               precision, compile and TF32 on CPU / MPS / CUDA
+      live.py                 the live plot and progress bar
+      metrics.py              bits per byte, perplexity
+      muon.py                 the Muon optimizer
+    interop/                ch04, ch07: Hugging Face transformers
+      common.py, gpt2.py, llama.py, hub.py   GPT-2 and Llama/Qwen3 both ways; open weights
+    finetune/               ch08: LoRA, classification, chat and SFT, instruction data
+      lora.py, classify.py, chat.py, instructions.py
+    diagrams/               the concept diagrams: ``from minigpt_helpers import diagrams``
+    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat | eval
 """
 
 from .config import artifacts_dir, is_quick, machine, pick, run_summary, set_seed, shown_path
-from .device import autocast, choose_compile, choose_precision, default_device, default_precision, enable_tf32, peak_flops
 
-# --- data (issue 2) ---
-from .data import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, resolve_source, shakespeare_dir, stream_documents
-from .mixing import MixState, SubsetExhaustedWarning, mix_by_share
-# --- tokenizers (issue 3) ---
-from .bpe import GPT4_SPLIT_PATTERN, BPETokenizer
-from .sentencepiece_tokenizer import SentencePieceTokenizer
-from .tokenizer import EOT, CharTokenizer, Tokenizer, default_tokenizer, load_tokenizer
-# --- model (issue 4) ---
-from .attention import CausalSelfAttention, KVCache, attention, causal_mask
-from .model import GPT, Block, GPTConfig
-# --- training (issue 5) ---
-from .batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .live import plot_history
-from .training import (
-    PRESETS,
-    History,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    get_trained_model,
-    lr_at,
-    make_optimizer,
-    param_groups,
-    preset,
-    recommended_preset,
-    train,
-)
-# --- generation (issue 6) ---
-from .generation import (
+# --- data (chapter 01) ---
+from .data.sources import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, resolve_source, shakespeare_dir, stream_documents
+from .data.mixing import MixState, SubsetExhaustedWarning, mix_by_share
+from .data.batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
+# --- tokenizers (chapter 02) ---
+from .tokenizers.base import EOT, CharTokenizer, Tokenizer, load_tokenizer
+from .tokenizers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
+from .tokenizers.sentencepiece import SentencePieceTokenizer
+from .tokenizers.hf import HFTokenizer
+from .tokenizers.train import default_tokenizer, train_tokenizer, training_texts
+# --- model (chapters 03, 04, 06, 07) ---
+from .model.attention import CausalSelfAttention, KVCache, attention, causal_mask
+from .model.layers import RMSNorm, Rotary, apply_rotary, swiglu_hidden
+from .model.gpt import GPT, Block, GPTConfig
+from .model.generation import (
     StreamDecoder,
     generate,
     generate_ids,
@@ -56,15 +66,19 @@ from .generation import (
     top_p_filter,
     window_start,
 )
-# --- the modern GPT (issue 13) ---
-from .layers import RMSNorm, Rotary, apply_rotary, swiglu_hidden
-from .muon import Muon, MuonAdamW, hidden_matrices, make_muon, zeropower_via_newtonschulz
-from .hf_tokenizer import HFTokenizer
-from .hf_llama import hf_architecture, load_open_weights
-# --- bits per byte (issue 12); the concept diagrams: `from minigpt_helpers import diagrams` ---
-from .metrics import bits_per_byte, bpb_to_loss, bytes_per_token, loss_to_bpb, perplexity, token_byte_lengths
-# --- finetuning: LoRA, classification, chat and SFT, the offline instruction set (issue 14) ---
-from .lora import (
+# --- training (chapters 05, 07) ---
+from .training.device import autocast, choose_compile, choose_precision, default_device, default_precision, enable_tf32, peak_flops
+from .training.config import PRESETS, TrainConfig, lr_at, preset, recommended_preset
+from .training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .training.live import plot_history
+from .training.loop import History, TrainResult, evaluate, get_trained_model, make_optimizer, param_groups, train
+from .training.muon import Muon, MuonAdamW, hidden_matrices, make_muon, zeropower_via_newtonschulz
+from .training.metrics import bits_per_byte, bpb_to_loss, bytes_per_token, loss_to_bpb, perplexity, token_byte_lengths
+# --- Hugging Face interop (chapters 04, 07) ---
+from .interop.llama import hf_architecture
+from .interop.hub import from_hf, load_open_weights, to_hf
+# --- finetuning (chapter 08) ---
+from .finetune.lora import (
     LoRALinear,
     LoRAModel,
     adamw_state_bytes,
@@ -75,8 +89,8 @@ from .lora import (
     remove_lora,
     unmerge_lora,
 )
-from .classify import ExampleSource, GPTClassifier, accuracy, classification_source, majority_accuracy
-from .chat import (
+from .finetune.classify import ExampleSource, GPTClassifier, accuracy, classification_source, majority_accuracy
+from .finetune.chat import (
     CHAT_TOKENS,
     ChatSession,
     ChatTokenizer,
@@ -90,7 +104,7 @@ from .chat import (
     sft,
     sft_source,
 )
-from .instructions import (
+from .finetune.instructions import (
     GENRE_SOURCE,
     GENRES,
     PLAYS,
@@ -119,6 +133,8 @@ __all__ = [
     "default_device",
     "default_precision",
     "default_tokenizer",
+    "train_tokenizer",
+    "training_texts",
     "enable_tf32",
     "EOT",
     "evaluate",
@@ -173,12 +189,13 @@ __all__ = [
     "TrainResult",
     "val_windows",
     "window_start",
-    # the modern GPT (issue 13)
     "apply_rotary",
+    "from_hf",
     "hf_architecture",
     "HFTokenizer",
     "hidden_matrices",
     "load_open_weights",
+    "to_hf",
     "make_muon",
     "Muon",
     "MuonAdamW",
@@ -186,14 +203,12 @@ __all__ = [
     "Rotary",
     "swiglu_hidden",
     "zeropower_via_newtonschulz",
-    # bits per byte (issue 12)
     "bits_per_byte",
     "bpb_to_loss",
     "bytes_per_token",
     "loss_to_bpb",
     "perplexity",
     "token_byte_lengths",
-    # finetuning (issue 14)
     "LoRALinear",
     "LoRAModel",
     "adamw_state_bytes",

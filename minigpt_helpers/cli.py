@@ -120,7 +120,7 @@ def _device(text: str) -> str:
     """A device this machine has (checked now, not after the tokenizer has been trained)."""
     import torch
 
-    from .device import default_device
+    from .training.device import default_device
 
     if text == "auto":
         return text
@@ -193,7 +193,8 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
 
     Returns ``(tokenizer, trained_now)``.
     """
-    from .tokenizer import CONFIG_NAME, DEFAULT_VOCAB, load_tokenizer
+    from .tokenizers.base import CONFIG_NAME, load_tokenizer
+    from .tokenizers.train import DEFAULT_VOCAB, train_tokenizer, training_texts
 
     path = out / "tokenizer"
     if (path / CONFIG_NAME).is_file():
@@ -203,31 +204,10 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
         return tok, False
     if not main:
         raise RuntimeError("internal: only rank 0 trains the tokenizer")
-    from .data import stream_documents
-
-    def texts():
-        used = 0
-        for doc in stream_documents(data, split="train", verbose=False):
-            yield doc["text"][: TOKENIZER_CHARS - used]
-            used += len(doc["text"])
-            if used >= TOKENIZER_CHARS:
-                return
-
-    if kind == "char":
-        from .tokenizer import CharTokenizer
-
-        tok = CharTokenizer.train(texts(), vocab_size, unk=True)
-    elif kind == "bpe":
-        from .bpe import BPETokenizer
-
-        tok = BPETokenizer.train(texts(), vocab_size=vocab_size or DEFAULT_VOCAB["bpe"][0])
-    else:
-        from .sentencepiece_tokenizer import SentencePieceTokenizer
-
-        tok = SentencePieceTokenizer.train(texts(), vocab_size=vocab_size or DEFAULT_VOCAB["sentencepiece"][0],
-                                           model_type="bpe")
+    # the full-size vocabulary even in quick mode: a CLI run is a real run
+    tok = train_tokenizer(kind, training_texts(data, TOKENIZER_CHARS), vocab_size or DEFAULT_VOCAB[kind][0])
     tok.save(path)
-    print(f"[minigpt] tokenizer: trained {tok!r} on up to {TOKENIZER_CHARS:,} characters; "
+    print(f"[minigpt] tokenizer: trained {tok!r} on about {TOKENIZER_CHARS:,} characters; "
           f"saved to {shown_path(path)}")
     return tok, True
 
@@ -245,11 +225,11 @@ def _tokenizer_for_run(args: argparse.Namespace, data: str, out: Path, run: dict
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import TRAINER_FILE, find_checkpoint, read_trainer_state
     from .config import set_seed
-    from .data import resolve_source
-    from .model import GPT
-    from .training import PRESETS, TrainConfig, _dist, preset, recommended_preset, train
+    from .data.sources import resolve_source
+    from .model.gpt import GPT
+    from .training.checkpoint import TRAINER_FILE, find_checkpoint, read_trainer_state
+    from .training.loop import PRESETS, TrainConfig, _dist, preset, recommended_preset, train
 
     if args.out is None:  # checked here, not by argparse, so that `train --list-presets` needs no --out
         _usage_error("train needs --out DIR, the folder for its checkpoints and tokenizer")
@@ -329,8 +309,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ generate
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .generation import generate
+    from .model.generation import generate
+    from .training.checkpoint import load_checkpoint
 
     model = load_checkpoint(args.checkpoint, device=args.device)
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -351,8 +331,8 @@ CHAT_HELP = "/reset starts a new conversation, /quit (or Ctrl-D) leaves"
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """A multi-turn conversation with a model finetuned by ``sft()``: each reply streams until its end of turn."""
-    from .chat import ChatSession, load_chat_model
-    from .checkpoint import find_checkpoint
+    from .finetune.chat import ChatSession, load_chat_model
+    from .training.checkpoint import find_checkpoint
 
     model = load_chat_model(args.checkpoint, device=args.device)  # a clear one-line error if it cannot chat
     session = ChatSession(model, system=args.system, max_new_tokens=args.max_new_tokens,
@@ -386,7 +366,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ the parser
 def build_parser() -> argparse.ArgumentParser:
-    from .training import PRESETS
+    from .training.loop import PRESETS
 
     p = _Parser(prog="python -m minigpt_helpers", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -464,7 +444,7 @@ def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list_presets:
-        from .training import PRESETS
+        from .training.loop import PRESETS
 
         for name, p in PRESETS.items():
             print(f"{name}: {p['doc']}\n  model: {p['model']}\n  train: {p['train']}")

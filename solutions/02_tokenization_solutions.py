@@ -21,8 +21,8 @@ import regex
 
 import minigpt_helpers as m
 from minigpt_helpers import BPETokenizer, SentencePieceTokenizer
-from minigpt_helpers.bpe import merge_pair
-from minigpt_helpers.tokenizer import DEFAULT_TRAIN_CHARS, DEFAULT_VOCAB
+from minigpt_helpers.tokenizers.bpe import merge_pair
+from minigpt_helpers.tokenizers.train import DEFAULT_TRAIN_CHARS, DEFAULT_VOCAB
 
 
 def take_chars(split: str, n_chars: int) -> list[str]:

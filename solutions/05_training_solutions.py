@@ -12,7 +12,7 @@ import time
 import torch
 
 from minigpt_helpers import GPT, pick, preset, set_seed, stream_documents, train, train_batches
-from minigpt_helpers.tokenizer import default_tokenizer
+from minigpt_helpers.tokenizers.train import default_tokenizer
 
 DATA = "shakespeare"
 tok = default_tokenizer(verbose=False)

@@ -12,9 +12,9 @@ import statistics
 
 import torch
 
-from minigpt_helpers import (GPT, evaluate, generate_ids, pick, preset, set_seed, stream_documents, train,
+from minigpt_helpers import (GPT, evaluate, generate_ids, pick, preset, set_seed, stream_documents, to_hf, train,
                              val_windows)
-from minigpt_helpers.tokenizer import default_tokenizer
+from minigpt_helpers.tokenizers.train import default_tokenizer
 
 DATA = "shakespeare"
 PRESET = pick(full="cpu", quick="tiny")
@@ -74,7 +74,7 @@ for muon_lr in pick(full=[0.005, 0.01, 0.02, 0.04, 0.08], quick=[0.01, 0.04]):
 print("3. the all-six model in Hugging Face")
 _, model = run(0, **ALL_SIX)
 model.eval()
-hf = model.to_hf()
+hf = to_hf(model)
 x = VAL[:4, :-1]
 with torch.no_grad():
     diff = (hf(x).logits - model(x)[0]).abs().max().item()

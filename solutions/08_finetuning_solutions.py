@@ -14,8 +14,8 @@ from pathlib import Path
 
 import minigpt_helpers as m
 from minigpt_helpers import TrainConfig, pick, set_seed, train
-from minigpt_helpers.classify import GPTClassifier, accuracy, classification_source
-from minigpt_helpers.instructions import (
+from minigpt_helpers.finetune.classify import GPTClassifier, accuracy, classification_source
+from minigpt_helpers.finetune.instructions import (
     GENRES,
     answer_rows,
     corpus_scenes,
@@ -26,7 +26,7 @@ from minigpt_helpers.instructions import (
     task_accuracy,
     write_conversations,
 )
-from minigpt_helpers.lora import count_parameters
+from minigpt_helpers.finetune.lora import count_parameters
 
 STEPS = pick(full=300, quick=10)
 

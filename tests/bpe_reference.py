@@ -12,7 +12,7 @@ from collections import Counter
 
 import regex
 
-from minigpt_helpers.bpe import GPT4_SPLIT_PATTERN
+from minigpt_helpers.tokenizers.bpe import GPT4_SPLIT_PATTERN
 
 
 def get_stats(chunks: dict[tuple[int, ...], int]) -> dict[tuple[int, int], int]:

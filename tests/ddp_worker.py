@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, set_seed, train
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 DOCS = [f"Scene {i}. " + "To be, or not to be, that is the question. " * (3 + i % 5) for i in range(80)]
 VAL = ["Scene 99. " + "Whether tis nobler in the mind to suffer the slings and arrows. " * 6]

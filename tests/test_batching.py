@@ -7,7 +7,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from minigpt_helpers.batching import (
+from minigpt_helpers.data.batching import (
     PackedStream,
     StreamPosition,
     document_tokens,
@@ -15,7 +15,7 @@ from minigpt_helpers.batching import (
     train_batches,
     val_windows,
 )
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 DOCS = ["hello world", "abc", "the quick brown fox jumps over the lazy dog " * 3, "x", "Zebra crossing!"]
 TOK = CharTokenizer.train(["".join(DOCS) + "qwertyuiopasdfghjklzxcvbnm"])

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, load_checkpoint, load_tokenizer, set_seed
-from minigpt_helpers.bpe import BPETokenizer
-from minigpt_helpers.chat import (
+from minigpt_helpers.finetune.chat import (
     CHAT_TOKENS,
     ChatSession,
     ChatTokenizer,
@@ -32,9 +31,10 @@ from minigpt_helpers.chat import (
     sft_example,
     sft_source,
 )
-from minigpt_helpers.classify import IGNORE
-from minigpt_helpers.lora import LoRAModel
-from minigpt_helpers.tokenizer import EOT, CharTokenizer
+from minigpt_helpers.finetune.classify import IGNORE
+from minigpt_helpers.finetune.lora import LoRAModel
+from minigpt_helpers.tokenizers.base import EOT, CharTokenizer
+from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ?!.,'<|>"
 GREETINGS = [("hi", "yo"), ("bye", "ciao"), ("hi there", "yo"), ("ok bye", "ciao")]

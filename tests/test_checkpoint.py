@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import minigpt_helpers.checkpoint as ck
+import minigpt_helpers.training.checkpoint as ck
 from minigpt_helpers import GPT, GPTConfig, find_checkpoint, load_checkpoint, save_checkpoint, set_seed
-from minigpt_helpers.tokenizer import CharTokenizer
-from minigpt_helpers.training import TrainConfig, make_optimizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.training.loop import TrainConfig, make_optimizer
 
 
 def _model(seed: int = 0):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, find_checkpoint, load_checkpoint, set_seed, train
-from minigpt_helpers.classify import (
+from minigpt_helpers.finetune.classify import (
     ExampleBatches,
     GPTClassifier,
     accuracy,
@@ -21,7 +21,7 @@ from minigpt_helpers.classify import (
     hidden_states,
     majority_accuracy,
 )
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 LABELS = ["day", "night"]
 WORDS = {"day": ["sun", "noon", "lark", "bright"], "night": ["moon", "owl", "star", "dark"]}

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import minigpt_helpers.data as data
-import minigpt_helpers.generation as generation
-import minigpt_helpers.training as training
+import minigpt_helpers.data.sources as data
+import minigpt_helpers.model.generation as generation
+import minigpt_helpers.training.loop as training
 from minigpt_helpers import GPT, GPTConfig, find_checkpoint, load_checkpoint, save_checkpoint, set_seed
 from minigpt_helpers.cli import main
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 TEXT = "".join(f"ROMEO {i}. But soft, what light through yonder window breaks?\n" * 2 for i in range(80))
 

@@ -17,8 +17,8 @@ import torch
 
 from minigpt_helpers import GPT, GPTConfig, save_checkpoint, set_seed
 from minigpt_helpers.cli import main
-from minigpt_helpers.tokenizer import CharTokenizer
-from minigpt_helpers.training import TrainConfig, make_optimizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.training.loop import TrainConfig, make_optimizer
 
 TEXT = "".join(f"ROMEO {i}. But soft, what light through yonder window breaks?\n" for i in range(100))
 

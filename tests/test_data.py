@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import minigpt_helpers as m
-from minigpt_helpers import data
+from minigpt_helpers.data import sources as data
 
 
 def texts(ds, n=None):

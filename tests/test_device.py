@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import minigpt_helpers.device as device_mod
-from minigpt_helpers.device import default_precision, peak_flops
+import minigpt_helpers.training.device as device_mod
+from minigpt_helpers.training.device import default_precision, peak_flops
 
 T4 = ("Tesla T4", (7, 5))
 V100 = ("Tesla V100-SXM2-16GB", (7, 0))
@@ -62,7 +62,7 @@ def test_default_precision_follows_compute_capability_not_emulation(fake_gpus, g
 
 
 def test_choose_precision_gives_reasons(fake_gpus):
-    from minigpt_helpers.device import choose_precision
+    from minigpt_helpers.training.device import choose_precision
 
     fake_gpus({0: T4, 1: A100, 2: H100})
     p, why = choose_precision("cuda:0")
@@ -75,7 +75,7 @@ def test_choose_precision_gives_reasons(fake_gpus):
 
 
 def test_explicit_bf16_on_an_old_gpu_raises_naming_fp16(fake_gpus):
-    from minigpt_helpers.device import choose_precision
+    from minigpt_helpers.training.device import choose_precision
 
     fake_gpus({0: T4})
     with pytest.raises(ValueError, match="fp16") as e:
@@ -86,7 +86,7 @@ def test_explicit_bf16_on_an_old_gpu_raises_naming_fp16(fake_gpus):
 
 
 def test_explicit_precisions_are_kept_on_new_gpus(fake_gpus):
-    from minigpt_helpers.device import choose_precision
+    from minigpt_helpers.training.device import choose_precision
 
     fake_gpus({0: H100})
     for p in ("fp32", "bf16", "fp16"):
@@ -94,14 +94,14 @@ def test_explicit_precisions_are_kept_on_new_gpus(fake_gpus):
 
 
 def test_unknown_precision_raises():
-    from minigpt_helpers.device import choose_precision
+    from minigpt_helpers.training.device import choose_precision
 
     with pytest.raises(ValueError, match="'auto', 'fp32', 'bf16', 'fp16'"):
         choose_precision("cpu", "float16")
 
 
 def test_cpu_and_mps_stay_in_fp32_and_say_why():
-    from minigpt_helpers.device import choose_precision
+    from minigpt_helpers.training.device import choose_precision
 
     p, why = choose_precision("cpu")
     assert p == "fp32" and "100x" in why
@@ -114,7 +114,7 @@ def test_cpu_and_mps_stay_in_fp32_and_say_why():
 
 def test_decision_uses_the_given_device_not_the_current_one(fake_gpus):
     """A machine with a T4 as GPU 0 and an H100 as GPU 1: each is judged by itself."""
-    from minigpt_helpers.device import choose_compile, choose_precision
+    from minigpt_helpers.training.device import choose_compile, choose_precision
 
     fake_gpus({0: T4, 1: H100}, current=0)
     assert default_precision("cuda:1") == "bf16"
@@ -131,7 +131,7 @@ def test_decision_uses_the_given_device_not_the_current_one(fake_gpus):
 
 # ------------------------------------------------------------------------------ compile
 def test_compile_on_by_default_where_triton_works(fake_gpus):
-    from minigpt_helpers.device import choose_compile
+    from minigpt_helpers.training.device import choose_compile
 
     fake_gpus({0: T4, 1: A100, 2: H100})
     ok, why = choose_compile("cuda:2", "bf16")
@@ -143,7 +143,7 @@ def test_compile_on_by_default_where_triton_works(fake_gpus):
 
 
 def test_compile_refused_where_it_cannot_work(fake_gpus):
-    from minigpt_helpers.device import choose_compile
+    from minigpt_helpers.training.device import choose_compile
 
     fake_gpus({0: T4, 1: P100})
     ok, why = choose_compile("cuda:0", "bf16")  # bf16 below 8.0: Triton fails
@@ -162,7 +162,7 @@ def test_compile_refused_where_it_cannot_work(fake_gpus):
 
 
 def test_compile_off_by_default_on_cpu_and_mps():
-    from minigpt_helpers.device import choose_compile
+    from minigpt_helpers.training.device import choose_compile
 
     ok, why = choose_compile("cpu", "fp32")
     assert not ok and "speed-up" in why
@@ -172,7 +172,7 @@ def test_compile_off_by_default_on_cpu_and_mps():
 
 # ------------------------------------------------------------------------------ TF32
 def test_enable_tf32_only_on_ampere_or_newer(fake_gpus, restore_matmul_precision):
-    from minigpt_helpers.device import enable_tf32, tf32_enabled
+    from minigpt_helpers.training.device import enable_tf32, tf32_enabled
 
     torch.set_float32_matmul_precision("highest")
     assert enable_tf32("cpu") is False
@@ -215,7 +215,7 @@ def test_peak_flops_matches_gpu_names_exactly(fake_gpus, restore_matmul_precisio
 
 
 def test_peak_flops_fp32_uses_tf32_figure_when_enabled(fake_gpus, restore_matmul_precision):
-    from minigpt_helpers.device import enable_tf32
+    from minigpt_helpers.training.device import enable_tf32
 
     fake_gpus({0: ("NVIDIA A100-SXM4-80GB", (8, 0))})
     torch.set_float32_matmul_precision("highest")
@@ -230,7 +230,7 @@ def test_peak_flops_unknown_off_cuda():
 
 
 def test_gpu_model_rule():
-    from minigpt_helpers.device import gpu_model
+    from minigpt_helpers.training.device import gpu_model
 
     assert gpu_model("NVIDIA L40S") == ("L40S", "")
     assert gpu_model("NVIDIA L4") == ("L4", "")

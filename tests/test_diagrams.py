@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from minigpt_helpers import diagrams  # noqa: E402
-from minigpt_helpers.train_config import TrainConfig, lr_at  # noqa: E402
+from minigpt_helpers.training.config import TrainConfig, lr_at  # noqa: E402
 
 
 def drawn_texts(fig: Figure) -> list[Text]:

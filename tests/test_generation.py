@@ -25,8 +25,8 @@ from minigpt_helpers import (
     top_p_filter,
     window_start,
 )
-from minigpt_helpers.bpe import BPETokenizer
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
 TEXT = "The research shows that a small model, trained well, writes text.\nFirst Citizen: speak!"
 

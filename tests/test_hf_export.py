@@ -13,8 +13,8 @@ import warnings
 import pytest
 import torch
 
-from minigpt_helpers import GPT, CharTokenizer
-from minigpt_helpers.training import PRESETS, preset
+from minigpt_helpers import GPT, CharTokenizer, from_hf, to_hf
+from minigpt_helpers.training.loop import PRESETS, preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -42,7 +42,7 @@ def test_every_preset_exports_with_logit_parity_and_token_ids(name, capfd):
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hf = model.to_hf()
+        hf = to_hf(model)
     out, err = capfd.readouterr()
     said = " ".join(str(w.message) for w in caught) + out + err
     assert "eos_token_id" not in said and "bos_token_id" not in said, said
@@ -58,24 +58,24 @@ def test_every_preset_exports_with_logit_parity_and_token_ids(name, capfd):
 
 def test_bias_free_round_trip_comes_back_bias_free(tmp_path):
     model = _trained_like("tiny")
-    hf = model.to_hf()
-    back = GPT.from_hf(hf)
+    hf = to_hf(model)
+    back = from_hf(hf)
     assert back.config == model.config
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2), n1
     # through the Hub format (config.json + safetensors) too
     hf.save_pretrained(tmp_path)
-    again = GPT.from_hf(transformers.GPT2LMHeadModel.from_pretrained(tmp_path))
+    again = from_hf(transformers.GPT2LMHeadModel.from_pretrained(tmp_path))
     assert again.config.bias is False
 
 
 def test_biases_changed_after_export_come_back_as_bias_true():
     """Fine-tuned in transformers (biases no longer zero): still exact, with biases."""
     model = _trained_like("tiny")
-    hf = model.to_hf()
+    hf = to_hf(model)
     with torch.no_grad():
         hf.transformer.h[0].mlp.c_fc.bias.fill_(0.1)
-    back = GPT.from_hf(hf)
+    back = from_hf(hf)
     assert back.config.bias is True
     idx = torch.tensor([model.tokenizer.encode(TEXT[:32])])
     with torch.no_grad():
@@ -85,7 +85,7 @@ def test_biases_changed_after_export_come_back_as_bias_true():
 def test_without_a_tokenizer_small_vocab_has_no_special_ids():
     model = _trained_like("tiny")
     model.tokenizer = None
-    hf = model.to_hf()
+    hf = to_hf(model)
     assert hf.config.eos_token_id is None and hf.config.bos_token_id is None
-    hf = model.to_hf(eos_token_id=3)  # explicit kwargs still win
+    hf = to_hf(model, eos_token_id=3)  # explicit kwargs still win
     assert hf.config.eos_token_id == 3

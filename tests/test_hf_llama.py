@@ -12,8 +12,17 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from test_modern import one_thread  # noqa: E402,F401  (autouse: one torch thread in this module too)
 
-from minigpt_helpers import GPT, GPTConfig, HFTokenizer, generate, load_open_weights, load_tokenizer  # noqa: E402
-from minigpt_helpers.tokenizer import EOT  # noqa: E402
+from minigpt_helpers import (  # noqa: E402
+    GPT,
+    GPTConfig,
+    HFTokenizer,
+    from_hf,
+    generate,
+    load_open_weights,
+    load_tokenizer,
+    to_hf,
+)
+from minigpt_helpers.tokenizers.base import EOT  # noqa: E402
 
 TEXTS = ["The research shows that small models learn quickly.", "Hello world, the research goes on.",
          "To be, or not to be, that is the question. Ünïcödé und Straße!"]
@@ -52,7 +61,7 @@ def _hf_model(case: str):
 def test_hf_to_ours_to_hf_logit_parity(case):
     hf = _hf_model(case)
     x = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
-    ours = GPT.from_hf(hf)
+    ours = from_hf(hf)
     c = ours.config
     assert (c.rope_theta, c.norm, c.mlp, c.norm_eps) == (5000.0, "rmsnorm", "swiglu", 1e-6)
     assert c.qk_norm == case.startswith("qwen3") and c.kv_heads == CASES[case][2]["num_key_value_heads"]
@@ -64,10 +73,10 @@ def test_hf_to_ours_to_hf_logit_parity(case):
         cache = ours.new_kv_cache(batch_size=2)
         steps = [ours(x[:, :12], kv_cache=cache)[0]] + [ours(x[:, t: t + 1], kv_cache=cache)[0] for t in range(12, 20)]
         torch.testing.assert_close(torch.cat(steps, dim=1), ref, atol=1e-4, rtol=0)
-        back = ours.to_hf()
+        back = to_hf(ours)
         assert type(back) is type(hf)
         torch.testing.assert_close(back(x).logits, ref, atol=1e-4, rtol=0)
-    assert GPT.from_hf(back).config == c
+    assert from_hf(back).config == c
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
@@ -76,12 +85,12 @@ def test_ours_to_hf_to_ours_logit_parity(qk_norm):
     ours = GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=64, bias=False, rope_theta=1e4,
                          norm="rmsnorm", mlp="swiglu", n_kv_head=2, qk_norm=qk_norm, tie_embeddings=qk_norm)).eval()
     _shake(ours, seed=3)
-    hf = ours.to_hf()
+    hf = to_hf(ours)
     assert type(hf).__name__ == ("Qwen3ForCausalLM" if qk_norm else "LlamaForCausalLM")
     x = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, ours(x)[0], atol=1e-4, rtol=0)
-        again = GPT.from_hf(hf)
+        again = from_hf(hf)
         assert again.config == ours.config
         torch.testing.assert_close(again(x)[0], ours(x)[0], atol=1e-4, rtol=0)
 
@@ -90,17 +99,17 @@ def test_unsupported_models_name_the_difference():
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         **{**SMALL, "rope_theta": None}, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}))
     with pytest.raises(ValueError, match="RoPE scaling 'linear'"):
-        GPT.from_hf(hf)
+        from_hf(hf)
     silu_free = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL, hidden_act="gelu"))
     with pytest.raises(ValueError, match="hidden_act"):
-        GPT.from_hf(silu_free)
+        from_hf(silu_free)
 
     class Fake:
         config = transformers.PretrainedConfig()
         config.model_type = "mamba"
 
     with pytest.raises(ValueError, match="mamba"):
-        GPT.from_hf(Fake())
+        from_hf(Fake())
 
 
 # ------------------------------------------------------------------------------ tokenizer
@@ -162,7 +171,7 @@ def _random_weight_model(config, vocab_used: int):
 
 
 def test_smollm2_shaped_model_loads_from_a_folder_and_generates_with_the_kv_cache(tmp_path):
-    """What GPT.from_pretrained("HuggingFaceTB/SmolLM2-135M") does online, on a local random-weight twin."""
+    """What load_open_weights("HuggingFaceTB/SmolLM2-135M") does online, on a local random-weight twin."""
     hf_tok = _local_hf_tokenizer()
     hf = _random_weight_model(transformers.LlamaConfig(**SMOLLM2_CONFIG), vocab_used=len(hf_tok))
     n_params = sum(p.numel() for p in hf.parameters())
@@ -170,7 +179,7 @@ def test_smollm2_shaped_model_loads_from_a_folder_and_generates_with_the_kv_cach
     hf_tok.save_pretrained(tmp_path)
     del hf
 
-    model = GPT.from_pretrained(str(tmp_path))
+    model = load_open_weights(str(tmp_path))
     c = model.config
     assert (c.n_layer, c.n_embd, c.n_head, c.kv_heads, c.vocab_size, c.block_size) == (30, 576, 9, 3, 49152, 8192)
     assert c.tie_embeddings and c.rope_theta == 1e5 and c.norm_eps == 1e-5 and c.mlp_hidden is None  # 1536

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from minigpt_helpers import shakespeare_dir, stream_documents
-from minigpt_helpers.instructions import (
+from minigpt_helpers.finetune.instructions import (
     GENRES,
     PLAYS,
     TASKS,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from minigpt_helpers import GPT, GPTConfig, load_checkpoint
-from minigpt_helpers.lora import (
+from minigpt_helpers import GPT, GPTConfig, load_checkpoint, to_hf
+from minigpt_helpers.finetune.lora import (
     LoRALinear,
     LoRAModel,
     adamw_state_bytes,
@@ -22,7 +22,7 @@ from minigpt_helpers.lora import (
     unmerge_lora,
     without_lora,
 )
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 TARGETS = ["c_attn", "c_proj", "c_fc"]
 
@@ -39,7 +39,7 @@ def test_same_a_and_b_give_peft_logits_and_merged_weights():
     before = model(x)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hf = peft.get_peft_model(model.to_hf(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
+        hf = peft.get_peft_model(to_hf(model), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
                                                                  fan_in_fan_out=True, lora_dropout=0.0))
     names = add_lora(model, TARGETS, r=4, alpha=8)
     assert len(names) == 8  # 4 projections x 2 blocks, lm_head untouched

@@ -12,8 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from minigpt_helpers import GPT, GPTConfig, evaluate
-from minigpt_helpers.bpe import BPETokenizer
-from minigpt_helpers.metrics import (
+from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.tokenizers.bpe import BPETokenizer
+from minigpt_helpers.tokenizers.sentencepiece import SentencePieceTokenizer
+from minigpt_helpers.training.metrics import (
     bits_per_byte,
     bpb_to_loss,
     bytes_per_token,
@@ -21,8 +23,6 @@ from minigpt_helpers.metrics import (
     perplexity,
     token_byte_lengths,
 )
-from minigpt_helpers.sentencepiece_tokenizer import SentencePieceTokenizer
-from minigpt_helpers.tokenizer import CharTokenizer
 
 CPU = torch.device("cpu")
 FAST = settings(max_examples=60, deadline=None,
@@ -54,7 +54,7 @@ def hf_bytelevel():
     """A GPT-2-style byte-level BPE trained here with `tokenizers`, behind HFTokenizer (the Hub is offline)."""
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
-    from minigpt_helpers.hf_tokenizer import HFTokenizer
+    from minigpt_helpers.tokenizers.hf import HFTokenizer
 
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -253,7 +253,7 @@ def test_conversions() -> None:
 
 
 def test_chat_tokens_count_no_bytes(bpe: BPETokenizer) -> None:
-    from minigpt_helpers.chat import ChatTokenizer
+    from minigpt_helpers.finetune.chat import ChatTokenizer
 
     chat = ChatTokenizer(bpe)
     table = token_byte_lengths(chat)

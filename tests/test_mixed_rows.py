@@ -11,9 +11,10 @@ from itertools import islice
 import pytest
 import torch
 
-import minigpt_helpers.mixed_rows as mixed_rows
-from minigpt_helpers import GPT, GPTConfig, TrainConfig, data, find_checkpoint, set_seed, train
-from minigpt_helpers.tokenizer import CharTokenizer
+import minigpt_helpers.data.mixed_rows as mixed_rows
+from minigpt_helpers import GPT, GPTConfig, TrainConfig, find_checkpoint, set_seed, train
+from minigpt_helpers.data import sources as data
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 # books and papers far longer than web pages, so the mix takes them at very different rates
 DOC_BYTES = {"book": 3_000, "arxiv": 1_200, "github": 400, "wikipedia": 300, "stackexchange": 250, "c4": 100}

@@ -10,14 +10,14 @@ from itertools import islice
 
 import pytest
 
-from minigpt_helpers import data
+from minigpt_helpers.data import sources as data
 
 
 @pytest.fixture
 def mixing():
     # imported here, not at the top, so that the RedPajama test below also runs (and fails
-    # for the right reason) against code that predates minigpt_helpers.mixing
-    from minigpt_helpers import mixing
+    # for the right reason) against code that predates minigpt_helpers.data.mixing
+    from minigpt_helpers.data import mixing
 
     return mixing
 
@@ -185,7 +185,7 @@ def test_redpajama_text_follows_the_token_shares_not_the_document_counts(redpaja
     available = Counter()  # training documents per subset: none may run out while we measure
     for name, fname in data.REDPAJAMA_FILES.items():
         for line in (redpajama_imitation / fname).read_text(encoding="utf-8").splitlines():
-            available[f"redpajama/{name}"] += not data._is_validation(json.loads(line)["text"])
+            available[f"redpajama/{name}"] += not data.is_validation(json.loads(line)["text"])
     ds = data.redpajama("train", base=str(redpajama_imitation), seed=0)
     taken, got, total = Counter(), Counter(), 0
     for row in ds:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from minigpt_helpers import GPT, GPTConfig
+from minigpt_helpers import GPT, GPTConfig, from_hf, to_hf
 
 SMALL = dict(vocab_size=101, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -271,7 +271,7 @@ def test_save_calls_tokenizer_save(tmp_path):
 
 
 def test_save_load_with_tokenizer(tmp_path):
-    tok_mod = pytest.importorskip("minigpt_helpers.tokenizer")
+    tok_mod = pytest.importorskip("minigpt_helpers.tokenizers.base")
     tok = tok_mod.CharTokenizer.train(["hello world"])
     model = make(vocab_size=tok.vocab_size)
     model.tokenizer = tok
@@ -297,7 +297,7 @@ def test_hf_to_ours_parity():
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     randomize(hf)
     hf.tie_weights()
-    ours = GPT.from_hf(hf)
+    ours = from_hf(hf)
     assert ours.config.block_size == 16 and ours.config.vocab_size == 101
     idx = tokens()
     with torch.no_grad():
@@ -311,7 +311,7 @@ def test_ours_to_hf_parity():
     pytest.importorskip("transformers")
     model = make()
     randomize(model)
-    hf = model.to_hf()
+    hf = to_hf(model)
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()
     idx = tokens()
     with torch.no_grad():
@@ -320,7 +320,7 @@ def test_ours_to_hf_parity():
     assert ref.abs().max() > 1.0
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     # and back again, exactly
-    back = GPT.from_hf(hf)
+    back = from_hf(hf)
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2), n1
 
@@ -328,8 +328,8 @@ def test_ours_to_hf_parity():
 def test_hf_conversion_refuses_what_it_cannot_express():
     transformers, cfg = _hf_config(n_inner=48)
     with pytest.raises(ValueError, match="n_inner"):
-        GPT.from_hf(transformers.GPT2LMHeadModel(cfg))
+        from_hf(transformers.GPT2LMHeadModel(cfg))
     _, cfg = _hf_config(activation_function="relu")
     with pytest.raises(ValueError, match="activation_function"):
-        GPT.from_hf(transformers.GPT2LMHeadModel(cfg))
+        from_hf(transformers.GPT2LMHeadModel(cfg))
     # bias=False models are exported with zero biases now: tests/test_hf_export.py

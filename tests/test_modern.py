@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from minigpt_helpers import GPT, GPTConfig, TrainConfig, generate_ids, set_seed, train
-from minigpt_helpers.attention import CACHE_CHUNK
-from minigpt_helpers.layers import RMSNorm, Rotary, apply_rotary, rotate_half, swiglu_hidden
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers import GPT, GPTConfig, TrainConfig, generate_ids, set_seed, to_hf, train
+from minigpt_helpers.model.attention import CACHE_CHUNK
+from minigpt_helpers.model.layers import RMSNorm, Rotary, apply_rotary, rotate_half, swiglu_hidden
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 BASE = dict(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32, bias=False)
 ALL = dict(rope_theta=10000.0, norm="rmsnorm", mlp="swiglu", n_kv_head=2, qk_norm=True, tie_embeddings=False,
@@ -319,7 +319,7 @@ def test_to_hf_refuses_what_no_architecture_expresses():
     with pytest.raises(ValueError, match="logit_softcap"):
         hf_architecture(GPTConfig(**BASE, **llama, logit_softcap=30.0))
     with pytest.raises(ValueError, match="norm='layernorm'"):
-        GPT(GPTConfig(**BASE, rope_theta=1e4, mlp="swiglu")).to_hf()
+        to_hf(GPT(GPTConfig(**BASE, rope_theta=1e4, mlp="swiglu")))
 
 
 def test_cpu_modern_preset_is_cpu_plus_the_changes_the_ablation_kept():
@@ -327,8 +327,8 @@ def test_cpu_modern_preset_is_cpu_plus_the_changes_the_ablation_kept():
     model, so it exports) and in the optimizer and its schedule."""
     from dataclasses import fields
 
-    from minigpt_helpers.hf_llama import hf_architecture
-    from minigpt_helpers.train_config import preset
+    from minigpt_helpers.interop.llama import hf_architecture
+    from minigpt_helpers.training.config import preset
 
     (m0, t0), (m1, t1) = preset("cpu", 65), preset("cpu-modern", 65)
     changed = {f.name for f in fields(m0) if getattr(m0, f.name) != getattr(m1, f.name)}

@@ -20,11 +20,11 @@ pytest.importorskip("datasets")
 from test_hf_llama import _local_hf_tokenizer  # noqa: E402
 from test_modern import one_thread  # noqa: E402,F401  (autouse: one torch thread in this module too)
 
-from minigpt_helpers import GPT, HFTokenizer, TrainConfig, set_seed  # noqa: E402
-from minigpt_helpers import data as data_module  # noqa: E402
-from minigpt_helpers.chat import ChatTokenizer, add_chat_tokens, chat_reply, sft  # noqa: E402
-from minigpt_helpers.instructions import hub_conversations  # noqa: E402
-from minigpt_helpers.lora import LoRAModel, count_parameters  # noqa: E402
+from minigpt_helpers import HFTokenizer, TrainConfig, load_open_weights, set_seed  # noqa: E402
+from minigpt_helpers.data import sources as data_module  # noqa: E402
+from minigpt_helpers.finetune.chat import ChatTokenizer, add_chat_tokens, chat_reply, sft  # noqa: E402
+from minigpt_helpers.finetune.instructions import hub_conversations  # noqa: E402
+from minigpt_helpers.finetune.lora import LoRAModel, count_parameters  # noqa: E402
 
 STEPS = 300
 PAIRS = [("Say hello.", "Hello."), ("Say the research.", "The research shows."), ("Say goodbye.", "Goodbye.")]
@@ -48,7 +48,7 @@ def test_lora_sft_of_an_open_weight_llama_on_streamed_conversations(tmp_path, mo
     talk = hub_conversations(str(folder), limit=20)  # streamed with datasets, checked row by row
     assert len(talk) == 20 and talk[1] == rows[1]
 
-    smol = GPT.from_pretrained(str(tmp_path / "model"))
+    smol = load_open_weights(str(tmp_path / "model"))
     assert isinstance(smol.tokenizer, HFTokenizer) and smol.config.block_size == 2048
     smol.config = dataclasses.replace(smol.config, block_size=32)  # rows are padded to this, as in the notebook
     old_rows = smol.transformer.wte.weight[:300].detach().clone()

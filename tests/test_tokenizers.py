@@ -14,10 +14,10 @@ from bpe_reference import reference_merges
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigpt_helpers import bpe as bpe_module
-from minigpt_helpers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
-from minigpt_helpers.sentencepiece_tokenizer import SentencePieceTokenizer, training_pieces
-from minigpt_helpers.tokenizer import EOT, CharTokenizer, load_tokenizer
+from minigpt_helpers.tokenizers import bpe as bpe_module
+from minigpt_helpers.tokenizers.base import EOT, CharTokenizer, load_tokenizer
+from minigpt_helpers.tokenizers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
+from minigpt_helpers.tokenizers.sentencepiece import SentencePieceTokenizer, training_pieces
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -128,7 +128,7 @@ def test_progress_in_a_notebook_is_one_output_updated_to_the_summary(monkeypatch
                                                                      capsys: pytest.CaptureFixture) -> None:
     import IPython.display
 
-    import minigpt_helpers.live as live
+    import minigpt_helpers.tokenizers.bpe as bpe_module
 
     shown: list[str] = []
 
@@ -141,7 +141,7 @@ def test_progress_in_a_notebook_is_one_output_updated_to_the_summary(monkeypatch
         shown.append(obj.data)
         return Handle()
 
-    monkeypatch.setattr(live, "in_notebook", lambda: True)
+    monkeypatch.setattr(bpe_module, "in_notebook", lambda: True)
     monkeypatch.setattr(IPython.display, "display", fake_display)
     BPETokenizer.train([shakespeare(30_000)], vocab_size=300, progress=True)
     assert capsys.readouterr().out == ""  # everything went to the one display output
@@ -362,7 +362,7 @@ def test_train_accepts_stream_documents_dicts() -> None:
 
 # ----------------------------------------------------------------------------- default tokenizer
 def test_default_tokenizer_trains_saves_then_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import minigpt_helpers.data as data
+    import minigpt_helpers.data.sources as data
 
     calls = []
 
@@ -373,7 +373,7 @@ def test_default_tokenizer_trains_saves_then_loads(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(data, "stream_documents", fake_stream)
     monkeypatch.setenv("MINIGPT_ARTIFACTS", str(tmp_path))
     monkeypatch.setenv("MINIGPT_QUICK", "1")
-    from minigpt_helpers.tokenizer import default_tokenizer
+    from minigpt_helpers.tokenizers.train import default_tokenizer
 
     tok = default_tokenizer()
     assert isinstance(tok, BPETokenizer) and tok.vocab_size == 384 and calls == [("auto", "train")]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, find_checkpoint, lr_at, param_groups, set_seed, train
-from minigpt_helpers.tokenizer import CharTokenizer
+from minigpt_helpers.tokenizers.base import CharTokenizer
 
 DOCS = [f"Scene {i}. " + "To be, or not to be, that is the question. " * (3 + i % 4) for i in range(30)]
 EXTRA = "Whether tis nobler in the mind to suffer"
@@ -169,7 +169,7 @@ def test_every_setting_is_validated(field, value):
 
 
 def test_throughput_mfu_is_per_device():
-    from minigpt_helpers.training import throughput
+    from minigpt_helpers.training.loop import throughput
 
     # 2 ranks x 1000 tokens in 1 s: 2000 tok/s overall, but each device did 1000 tokens' work
     tok_s, mfu = throughput(2000, 1.0, world=2, flops_per_token=6e6, peak_per_device=1e12)
@@ -305,7 +305,7 @@ def test_a_compiled_model_trains_saves_and_resumes_without_compiling_twice(tmp_p
 
 
 def test_auto_source_is_recorded_and_kept_on_resume(tmp_path, monkeypatch):
-    import minigpt_helpers.data as data
+    import minigpt_helpers.data.sources as data
 
     monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (False, "offline in this test"))
     tok = CharTokenizer.train(DOCS, unk=True)
@@ -326,8 +326,8 @@ def test_auto_source_is_recorded_and_kept_on_resume(tmp_path, monkeypatch):
 
 
 def test_text_files_train_from_seekable_pieces_and_resume_exactly(tmp_path):
-    from minigpt_helpers.textfiles import TextFilePieces
-    from minigpt_helpers.training import _docs_from
+    from minigpt_helpers.data.textfiles import TextFilePieces
+    from minigpt_helpers.training.loop import _docs_from
 
     text = "".join(f"Line {i}: to be, or not to be, that is the question.\n" for i in range(3000))
     (tmp_path / "play.txt").write_text(text, encoding="utf-8")

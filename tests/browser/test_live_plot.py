@@ -7,7 +7,7 @@ notebook has finished it takes another, and checks:
 
 * the figure changed between the two screenshots (pixels of the figure element);
 * the training cell's output shows the progress bar's final line with the final
-  step count (``minigpt_helpers.live.Monitor.close`` replaces the widget bar by it);
+  step count (``minigpt_helpers.training.live.Monitor.close`` replaces the widget bar by it);
 * no cell shows an error: every code cell ran, no ``error`` output, no traceback on stderr.
 
 Screenshots, the server log and a JSON summary are kept in ``artifacts/browser/``.

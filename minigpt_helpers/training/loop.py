@@ -45,19 +45,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import StreamPosition, train_batches, val_windows
+from ..config import artifacts_dir, pick, set_seed, shown_path
+from ..data.batching import StreamPosition, train_batches, val_windows
+from ..data.pipeline import BackgroundBatches, ParallelTokens
 from .checkpoint import find_checkpoint, load_training_state, save_checkpoint
-from .config import artifacts_dir, pick, set_seed, shown_path
-from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
-from .live import Monitor
-from .pipeline import BackgroundBatches, ParallelTokens
 
 # The settings live in train_config.py; importable from here too, as before.
-from .train_config import PRESETS as PRESETS
-from .train_config import TrainConfig as TrainConfig
-from .train_config import lr_at as lr_at
-from .train_config import preset as preset
-from .train_config import recommended_preset as recommended_preset
+from .config import PRESETS as PRESETS
+from .config import TrainConfig as TrainConfig
+from .config import lr_at as lr_at
+from .config import preset as preset
+from .config import recommended_preset as recommended_preset
+from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
+from .live import Monitor
 
 
 def param_groups(model: nn.Module, weight_decay: float, skip: Any = ()) -> list[dict[str, Any]]:
@@ -157,7 +157,7 @@ def _docs_from(data: Any, split: str, seed: int, shuffle: bool):
     the rows before it): the mix interleaves the subsets, the window shuffle the rest.
     """
     if isinstance(data, (str, os.PathLike)):
-        from .data import redpajama_rows, stream_documents, text_pieces
+        from ..data.sources import redpajama_rows, stream_documents, text_pieces
 
         if str(data) == "redpajama" and split == "train":
             return redpajama_rows(split, base=os.environ.get("MINIGPT_REDPAJAMA_BASE") or None, seed=seed)
@@ -461,7 +461,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     run, saved = _restore(out_dir, resume, model, optimizer, env)
 
     if isinstance(data, (str, os.PathLike)):
-        from .data import resolve_source
+        from ..data.sources import resolve_source
 
         # "auto" is decided once per run: a resumed run reads what it read before.
         run.data_source = run.data_source if (resume and run.data_source and str(data) == "auto") \
@@ -689,9 +689,9 @@ def get_trained_model(verbose: bool = True):
     Shakespeare corpus with the default tokenizer (about a minute in quick mode,
     a few minutes otherwise), saves it there, and says which happened.
     """
+    from ..model.gpt import GPT
+    from ..tokenizers.train import default_tokenizer
     from .checkpoint import load_checkpoint
-    from .model import GPT
-    from .tokenizer import default_tokenizer
 
     out = artifacts_dir("ch05")
     if find_checkpoint(out) is not None:

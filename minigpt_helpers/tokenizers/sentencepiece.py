@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .tokenizer import EOT, Tokenizer, iter_texts
+from .base import EOT, Tokenizer, iter_texts
 
 MODEL_NAME = "sentencepiece.model"
 META = "\u2581"  # SentencePiece's visible space

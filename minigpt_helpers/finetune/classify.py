@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import StreamPosition, encode_text
-from .device import autocast
+from ..data.batching import StreamPosition, encode_text
+from ..training.device import autocast
 from .lora import (
     DEFAULT_TARGETS,
     add_lora,
@@ -299,7 +299,7 @@ class GPTClassifier(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> GPTClassifier:
         """A classifier from its checkpoint folder (or a training folder: the newest checkpoint)."""
-        from .checkpoint import find_checkpoint, load_checkpoint
+        from ..training.checkpoint import find_checkpoint, load_checkpoint
 
         ckpt = find_checkpoint(directory)
         if ckpt is None or not (ckpt / CLASSIFIER_CONFIG).is_file():

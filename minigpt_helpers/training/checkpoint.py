@@ -135,8 +135,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None):
     Weights, config and tokenizer only; training state is read by
     :func:`load_training_state`. ``device=None`` picks the best available one.
     """
+    from ..model.gpt import GPT
     from .device import default_device
-    from .model import GPT
 
     if Path(path).is_file():
         raise NotADirectoryError(f"{path} is a file: pass the checkpoint folder that holds it, "
@@ -154,7 +154,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None):
 
 def read_trainer_state(ckpt: str | Path) -> dict[str, Any]:
     """The contents of ``ckpt/trainer.json``; a ValueError naming the fix if it is damaged."""
-    from .model import damaged_checkpoint_fix
+    from ..model.gpt import damaged_checkpoint_fix
 
     file = Path(ckpt) / TRAINER_FILE
     try:
@@ -176,7 +176,7 @@ def load_training_state(path: str | Path) -> tuple[Path, dict[str, Any], dict, d
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .model import GPT, damaged_checkpoint_fix
+    from ..model.gpt import GPT, damaged_checkpoint_fix
 
     ckpt = find_checkpoint(path)
     if ckpt is None or not (ckpt / TRAINER_FILE).is_file():

@@ -189,7 +189,7 @@ def recommended_preset(device: str | torch.device | None = None) -> str:
 
 def preset(name: str, vocab_size: int, **overrides: Any):
     """(GPTConfig, TrainConfig) of a preset; ``overrides`` go to whichever config has the field."""
-    from .model import GPTConfig
+    from ..model.gpt import GPTConfig
 
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")

@@ -19,7 +19,7 @@ rotating at frequency ``theta ** (-2i / D)``. We pair coordinate i with i + D/2
 interleaved (2i, 2i+1) of the RoFormer paper and Meta's original Llama code. The two
 are the same function up to a fixed permutation of the q/k projection rows; choosing
 Hugging Face's layout means weights copy to and from ``LlamaForCausalLM`` /
-``Qwen3ForCausalLM`` as they are, with no permutation (hf_llama.py).
+``Qwen3ForCausalLM`` as they are, with no permutation (interop/llama.py).
 """
 
 from __future__ import annotations

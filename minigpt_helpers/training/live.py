@@ -14,21 +14,10 @@ per step would flood a notebook with thousands of lines, so instead:
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Any
 
-
-def in_notebook() -> bool:
-    """True inside a Jupyter / Colab kernel (where rich display works)."""
-    if "google.colab" in sys.modules:
-        return True
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    ip = get_ipython()
-    return ip is not None and type(ip).__name__ in ("ZMQInteractiveShell", "Shell")
+from ..progress import in_notebook
 
 
 def _fmt_rate(x: float) -> str:

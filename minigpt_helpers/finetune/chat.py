@@ -47,11 +47,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import encode_text
+from ..data.batching import encode_text
+from ..model.generation import _stream as stream_pieces  # text pieces as they form (StreamDecoder)
+from ..model.generation import generate_ids
+from ..tokenizers.base import EOT, Tokenizer, check_special, load_tokenizer
 from .classify import IGNORE, ExampleSource
-from .generation import _stream as stream_pieces  # text pieces as they form (StreamDecoder)
-from .generation import generate_ids
-from .tokenizer import EOT, Tokenizer, check_special, load_tokenizer
 
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -341,8 +341,8 @@ def sft(model: nn.Module, train_conversations: Iterable[Any], val_conversations:
     ``LoRAModel``. Conversations whose window holds no assistant token are
     skipped, and the number is printed. ``model`` gets the chat tokens in place.
     """
+    from ..training.loop import train
     from .lora import LoRAModel
-    from .training import train
 
     add_chat_tokens(model)
     source = sft_source(model.tokenizer, train_conversations, val_conversations, model.config.block_size,
@@ -433,7 +433,7 @@ def load_chat_model(path: str | Path, device: str | torch.device | None = None) 
 
     Raises a ValueError naming the fix for a checkpoint without chat tokens.
     """
-    from .checkpoint import find_checkpoint, load_checkpoint
+    from ..training.checkpoint import find_checkpoint, load_checkpoint
     from .lora import LoRAModel, read_adapter_config
 
     if Path(path).is_file():

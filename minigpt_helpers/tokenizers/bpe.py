@@ -38,7 +38,8 @@ from typing import Any
 
 import regex
 
-from .tokenizer import EOT, Tokenizer, iter_texts
+from ..progress import in_notebook
+from .base import EOT, Tokenizer, iter_texts
 
 #: The GPT-4 (cl100k) pre-tokenization pattern, as in tiktoken / minbpe.
 GPT4_SPLIT_PATTERN = (
@@ -190,8 +191,6 @@ class _ProgressLine:
     """
 
     def __init__(self, every_s: float = 0.1) -> None:
-        from .live import in_notebook
-
         self.every_s, self._last, self._handle = every_s, -1.0, None
         self.notebook = in_notebook()
         self.tty = not self.notebook and sys.stderr.isatty()

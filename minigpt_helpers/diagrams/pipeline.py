@@ -1,50 +1,22 @@
-"""Concept diagrams, drawn by code: a picture wherever a learner would rather look than read.
+"""Diagrams of the data, training and generation steps: BPE merges, packed windows, one
+training step, the learning-rate schedule, the KV cache, the sampling filters and the chat mask.
 
-Each function returns a matplotlib ``Figure``. End a notebook cell with the call and
-it shows as a PNG output, so it renders in JupyterLab, Colab and on GitHub with no
-network, and its source stays here where it can be changed::
-
-    from minigpt_helpers import diagrams
-    diagrams.packing_windows(block_size=5)
-
-Where a diagram shows something the course computes, it computes it with the
-course's own code (the windows with ``pack_windows``, the merges with the BPE
-trainer, the mask with ``causal_mask``, the schedule with ``lr_at``, the filters
-with ``top_k_filter`` / ``top_p_filter``), so picture and code cannot drift apart.
-One visual style for all (diagram_style.py): blue data, orange layers, green
-LayerNorm, purple attention, red loss and trainable parts, grey masked or frozen.
-
-The diagrams (:data:`DIAGRAMS` maps each name to its function):
-
-    packing_windows    ch05  documents -> token stream with EOT -> windows, x and y shifted by one
-    bpe_merges         ch02  a few BPE merge steps on a small text, with the pair counts
-    causal_attention   ch03  Q, K, V and the causal mask: each query sees keys at or before it
-    head_split         ch03  C -> n_head x head_dim -> attention per head -> concat -> c_proj
-    pre_ln_block       ch04  the pre-LN block on the residual stream
-    gpt_architecture   ch04  token + position embedding -> n_layer blocks -> ln_f -> lm_head -> softmax
-    training_step      ch05  forward, loss, backward, clip, optimizer step with lr_at, zero_grad
-    lr_schedule        ch05  linear warmup + cosine decay, drawn with lr_at
-    kv_cache           ch06  what each generation step recomputes without a cache and reuses with one
-    sampling_filters   ch06  temperature, top-k and top-p on one example distribution
-    gqa                ch07  multi-head, grouped-query and multi-query attention: shared K/V heads
-    lora               ch08  a frozen W plus a trainable low-rank update B A
-    chat_mask          ch08  a conversation's tokens; the loss only on the assistant's replies
-
-The model diagrams live in diagrams_model.py; import them from here.
+Each one is drawn with the course's own code (the merges with the BPE trainer, the
+windows with ``pack_windows``, the schedule with ``lr_at``, the filters with
+``top_k_filter`` / ``top_p_filter``), so picture and code cannot drift apart.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .diagram_style import (
+from .style import (
     COLORS,
     FONT,
     INK,
@@ -63,7 +35,6 @@ from .diagram_style import (
     legend,
     style_axes,
 )
-from .diagrams_model import causal_attention, gpt_architecture, gqa, head_split, lora, pre_ln_block
 
 SPACE = "\u2423"  # ␣: a visible space in token cells
 
@@ -81,7 +52,7 @@ def bpe_merges(text: str = "low lower lowest", steps: int = 4) -> Figure:
     smallest pair); the top row is the text's UTF-8 bytes inside the GPT-4
     pre-split chunks, which no merge crosses.
     """
-    from .bpe import count_chunks, learn_merges, merge_pair, splitter
+    from ..tokenizers.bpe import count_chunks, learn_merges, merge_pair, splitter
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -147,8 +118,8 @@ def packing_windows(docs: Sequence[str] | None = None, block_size: int = 5, toke
     so every cell is one readable character). Below each window: the input ``x =
     w[:-1]`` and, under each input, its target ``y = w[1:]``, the next token.
     """
-    from .batching import document_tokens, pack_windows
-    from .tokenizer import CharTokenizer
+    from ..data.batching import document_tokens, pack_windows
+    from ..tokenizers.base import CharTokenizer
 
     docs = list(docs) if docs is not None else ["To be.", "Or not?", "Ay."]
     if not isinstance(block_size, int) or block_size < 1:
@@ -267,7 +238,7 @@ def lr_schedule(cfg: Any = None, preset_name: str = "cpu") -> Figure:
 
     ``cfg`` is a ``TrainConfig`` with ``max_steps``; by default the ``preset_name`` preset's.
     """
-    from .train_config import lr_at, preset
+    from ..training.config import lr_at, preset
 
     if cfg is None:
         cfg = preset(preset_name, vocab_size=256)[1]
@@ -373,7 +344,7 @@ def sampling_filters(logits: Sequence[float] = _EXAMPLE_LOGITS, tokens: Sequence
     """
     import torch
 
-    from .generation import top_k_filter, top_p_filter
+    from ..model.generation import top_k_filter, top_p_filter
 
     if len(logits) != len(tokens) or not tokens:
         raise ValueError(f"give one logit per token: {len(logits)} logits for {len(tokens)} tokens")
@@ -466,39 +437,3 @@ def chat_mask(messages: Sequence[tuple[str, str]] = _CHAT) -> Figure:
 
 
 # ------------------------------------------------------------------------------ registry
-DIAGRAMS: dict[str, Callable[..., Figure]] = {
-    "packing_windows": packing_windows,
-    "bpe_merges": bpe_merges,
-    "causal_attention": causal_attention,
-    "head_split": head_split,
-    "pre_ln_block": pre_ln_block,
-    "gpt_architecture": gpt_architecture,
-    "training_step": training_step,
-    "lr_schedule": lr_schedule,
-    "kv_cache": kv_cache,
-    "sampling_filters": sampling_filters,
-    "gqa": gqa,
-    "lora": lora,
-    "chat_mask": chat_mask,
-}
-#: the chapter each diagram belongs to
-CHAPTER = {"bpe_merges": "02", "causal_attention": "03", "head_split": "03", "pre_ln_block": "04",
-           "gpt_architecture": "04", "packing_windows": "05", "training_step": "05", "lr_schedule": "05",
-           "kv_cache": "06", "sampling_filters": "06", "gqa": "07", "lora": "08", "chat_mask": "08"}
-
-
-def save_all(directory: str | Path, dpi: int = 100) -> list[Path]:
-    """Render every diagram to ``directory/<name>.png`` (e.g. for a README); returns the paths."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, draw in DIAGRAMS.items():
-        fig = draw()
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi, facecolor="white")
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-__all__ = sorted(DIAGRAMS) + ["CHAPTER", "DIAGRAMS", "save_all"]

@@ -1,4 +1,4 @@
-"""Concept diagrams of the model (chapters 03, 04, 07, 08); see diagrams.py for the full list.
+"""Concept diagrams of the model (chapters 03, 04, 07, 08); the package docstring lists them all.
 
 Import them from ``minigpt_helpers.diagrams``: this module only keeps that one shorter.
 """
@@ -11,7 +11,7 @@ from fractions import Fraction
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from .diagram_style import (
+from .style import (
     COLORS,
     FONT,
     INK,
@@ -46,7 +46,7 @@ def causal_attention(tokens: Sequence[str] = ("The", "cat", "sat", "on", "the", 
     """
     import torch
 
-    from .attention import causal_mask
+    from ..model.attention import causal_mask
 
     T = len(tokens)
     if not 2 <= T <= 10 or not 0 <= query < T:

@@ -2,7 +2,7 @@
 
 Written in the spirit of nanoGPT's model.py and laid out exactly like GPT-2
 (``transformer.wte/wpe/h.N.ln_1/attn.c_attn/...``), so that converting to and from
-Hugging Face's ``GPT2LMHeadModel`` is a renaming plus a transpose (see hf_interop.py).
+Hugging Face's ``GPT2LMHeadModel`` is a renaming plus a transpose (see interop/gpt2.py).
 
     idx (B, T) --wte + wpe--> x (B, T, C) --n_layer x Block--> ln_f --lm_head--> logits (B, T, V)
 
@@ -16,7 +16,7 @@ Chapter 07 adds the changes between GPT-2 (2019) and today's small open models, 
 unchanged): rotary positions, RMSNorm, SwiGLU / ReLU² MLPs, grouped-query attention,
 QK-norm, untied embeddings, zero-initialised output projections and a logit soft-cap.
 With ``rope_theta``, ``norm="rmsnorm"``, ``mlp="swiglu"`` and ``n_kv_head`` the model is a
-Llama (and with ``qk_norm`` a Qwen3): hf_llama.py converts it both ways. The pieces
+Llama (and with ``qk_norm`` a Qwen3): interop/llama.py converts it both ways. The pieces
 live in layers.py (norms, RoPE, MLPs) and attention.py (GQA, QK-norm).
 """
 
@@ -208,7 +208,7 @@ class GPT(nn.Module):
             nn.init.zeros_(self.lm_head.weight)
 
     @classmethod
-    def _empty(cls, config: GPTConfig, device: str | torch.device = "cpu") -> GPT:
+    def empty(cls, config: GPTConfig, device: str | torch.device = "cpu") -> GPT:
         """A GPT whose weights are allocated but not initialised, to load weights into.
 
         Skips the random initialisation (seconds for a 135M-parameter model); every
@@ -427,31 +427,9 @@ class GPT(nn.Module):
             raise ValueError(f"{directory / WEIGHTS_FILE} could not be loaded ({first}); "
                              f"{damaged_checkpoint_fix(directory)}") from e
         if (directory / TOKENIZER_DIR).exists():
-            from .tokenizer import load_tokenizer  # another chapter's module; imported only when needed
+            from ..tokenizers.base import (
+                load_tokenizer,  # another chapter's module; imported only when needed
+            )
 
             model.tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
         return model
-
-    # ------------------------------------------------------------------ Hugging Face
-
-    def to_hf(self, **kwargs):
-        """A ``transformers`` model with the same weights: GPT2LMHeadModel, LlamaForCausalLM or
-        Qwen3ForCausalLM, whichever the config is (see hf_interop.to_hf)."""
-        from .hf_interop import to_hf
-
-        return to_hf(self, **kwargs)
-
-    @classmethod
-    def from_hf(cls, hf_model) -> GPT:
-        """Build our GPT from a GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM (see hf_interop.from_hf)."""
-        from .hf_interop import from_hf
-
-        return from_hf(hf_model)
-
-    @classmethod
-    def from_pretrained(cls, name: str, device: str | torch.device | None = None) -> GPT:
-        """Open weights (e.g. ``"HuggingFaceTB/SmolLM2-135M"`` or a local folder) as a course GPT with
-        ``model.tokenizer`` set; fails fast with a clear message offline (see hf_llama.load_open_weights)."""
-        from .hf_llama import load_open_weights
-
-        return load_open_weights(name, device=device)

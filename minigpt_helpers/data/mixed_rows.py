@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .mixing import MixState, mix_by_share
+from .rows import JSONL_HINT, is_validation
 
 
 def _open(url: str):
@@ -60,8 +61,6 @@ class MixedRows:
 
     def _subset(self, name: str, offsets: dict[str, int]) -> Iterator[dict]:
         """The ``split`` rows of one file from ``offsets[name]`` on; ``offsets[name]`` follows each row yielded."""
-        from .data import JSONL_HINT, _is_validation
-
         want_val = self.split == "validation"
         url = f"{self.base}/{self.files[name]}"
         with _open(url) as f:
@@ -76,7 +75,7 @@ class MixedRows:
                 except (ValueError, KeyError, TypeError) as e:
                     raise ValueError(f"{url}, byte {at - len(line)}: not a JSON object with a \"text\" string "
                                      f"({type(e).__name__}: {e}); {JSONL_HINT}") from None
-                if _is_validation(text) != want_val:
+                if is_validation(text) != want_val:
                     continue
                 offsets[name] = at  # before the yield: the mixer has taken this row when it gets it
                 yield {"text": text, "source": f"redpajama/{name}"}

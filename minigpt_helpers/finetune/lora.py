@@ -307,7 +307,7 @@ class LoRAModel(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> LoRAModel:
         """A LoRA checkpoint (a folder from :meth:`save`, or a training folder) as a ready LoRAModel."""
-        from .checkpoint import find_checkpoint, load_checkpoint
+        from ..training.checkpoint import find_checkpoint, load_checkpoint
 
         ckpt = find_checkpoint(directory)
         if ckpt is None:

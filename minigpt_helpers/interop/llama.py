@@ -1,4 +1,4 @@
-"""Our modern GPT <-> Hugging Face ``LlamaForCausalLM`` / ``Qwen3ForCausalLM``, and open weights (chapter 07).
+"""Our modern GPT <-> Hugging Face ``LlamaForCausalLM`` / ``Qwen3ForCausalLM``, (chapter 07).
 
 With ``rope_theta``, ``norm="rmsnorm"``, ``mlp="swiglu"`` (and any ``n_kv_head``) our GPT
 computes exactly what a Llama computes; with ``qk_norm=True`` as well, a Qwen3. The
@@ -15,23 +15,15 @@ conversion is a renaming plus two concatenations, because we keep GPT-2's fused 
 No permutation of the q/k rows is needed because our RoPE uses Hugging Face's
 "rotate_half" layout (pairs i and i + D/2; see layers.py). Both nn.Linear and HF's
 Linear store (out, in), so nothing is transposed either (unlike GPT-2's Conv1D).
-
-:func:`load_open_weights` loads a real checkpoint such as ``HuggingFaceTB/SmolLM2-135M``
-(a Llama: 30 layers, 576 wide, 9 query and 3 KV heads, tied embeddings) together with
-its tokenizer (hf_tokenizer.py), and fails fast with a clear message offline.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from .layers import mlp_hidden_size, swiglu_hidden
-from .model import GPT, GPTConfig
-
-HF_ARCHITECTURES = ("gpt2", "llama", "qwen3")
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M"
+from ..model.gpt import GPT, GPTConfig
+from ..model.layers import mlp_hidden_size, swiglu_hidden
+from .common import require_transformers, special_token_ids
 
 
 def hf_architecture(c: GPTConfig) -> str:
@@ -85,13 +77,11 @@ def to_hf_llama(model: GPT, **config_kwargs):
     On the model's device, in eval mode, computing the same logits. ``config_kwargs`` go to
     the Hugging Face config (special token ids default to the attached tokenizer's).
     """
-    from .hf_interop import _require_transformers, special_token_ids
-
-    transformers = _require_transformers()
+    transformers = require_transformers()
     c = model.config
     arch = hf_architecture(c)
     if arch == "gpt2":
-        raise ValueError("this is a GPT-2 model: export it with hf_interop.to_hf (GPT2LMHeadModel)")
+        raise ValueError("this is a GPT-2 model: export it with to_hf_gpt2 (GPT2LMHeadModel)")
     for key, value in special_token_ids(model).items():
         config_kwargs.setdefault(key, value)
     kw = dict(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=mlp_hidden_size(c),
@@ -178,65 +168,6 @@ def from_hf_llama(hf_model) -> GPT:
     if config.tie_embeddings:
         state["lm_head.weight"] = state["transformer.wte.weight"]
     device = next(hf_model.parameters()).device
-    model = GPT._empty(config, device)  # no random init: every weight is copied in just below
+    model = GPT.empty(config, device)  # no random init: every weight is copied in just below
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-# ------------------------------------------------------------------------------ open weights
-def _hf_source(name: str) -> tuple[str, bool]:
-    """(where to read ``name`` from, local_files_only); raises ConnectionError fast when it cannot be had.
-
-    A local folder (written by ``save_pretrained``) is read as is. A Hub id is read from
-    the local Hugging Face cache when it is there (works offline); otherwise only if the
-    Hub answers a short probe (data.hub_reachable honours HF_HUB_OFFLINE at once).
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    from .data import hub_reachable
-
-    if Path(name).is_dir():
-        return str(Path(name)), True
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return name, True
-    ok, reason = hub_reachable()
-    if not ok:
-        raise ConnectionError(
-            f"cannot load {name!r}: it is not in the local Hugging Face cache and the Hub is not reachable "
-            f"({reason}). Connect to the internet and call this again (it is cached from then on), or pass "
-            "a local folder written by model.save_pretrained() and tokenizer.save_pretrained()")
-    return name, False
-
-
-def load_open_weights(name: str = SMOLLM2, device: str | torch.device | None = None) -> GPT:
-    """An open-weight Llama / Qwen3 / GPT-2 checkpoint as a course :class:`GPT`, with ``model.tokenizer`` set.
-
-    ``name`` is a Hub id (default SmolLM2-135M) or a local folder holding a model and its
-    tokenizer as ``save_pretrained`` writes them. The weights are read in float32, copied
-    into our GPT (:func:`from_hf_llama` / hf_interop.from_hf) and the Hugging Face copy is
-    dropped; the tokenizer is wrapped in the course's protocol (``HFTokenizer``), so
-    ``generate(model, "The research shows")`` works with the course's own KV cache.
-    Offline, without a cached copy, it raises ConnectionError at once with what to do.
-    """
-    from .hf_interop import _require_transformers, from_hf
-    from .hf_tokenizer import HFTokenizer
-
-    transformers = _require_transformers()
-    source, local_only = _hf_source(name)
-    hf_config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
-    if hf_config.model_type not in HF_ARCHITECTURES:
-        raise ValueError(f"{name!r} is a {hf_config.model_type!r} model; the course's GPT can load "
-                         f"{', '.join(HF_ARCHITECTURES)} models")
-    try:
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only,
-                                                                     dtype=torch.float32)
-    except TypeError:  # transformers < 4.56 calls it torch_dtype
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only,
-                                                                     torch_dtype=torch.float32)
-    model = from_hf(hf_model)
-    del hf_model
-    model.tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only))
-    if model.tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"the tokenizer of {name!r} has {model.tokenizer.vocab_size} ids but the model only "
-                         f"{model.config.vocab_size}: they do not belong together")
-    return model.to(device) if device is not None else model

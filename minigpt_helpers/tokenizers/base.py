@@ -16,9 +16,11 @@ separates documents. Text that *contains* that string is ambiguous (is it a
 document boundary or somebody writing about tokenizers?), so ``encode`` refuses
 it unless told ``allowed_special="all"`` - never a silent choice.
 
-This module holds the protocol, the character-level tokenizer, and
-:func:`load_tokenizer` / :func:`default_tokenizer`. Byte-level BPE lives in
-``bpe.py`` and the SentencePiece wrapper in ``sentencepiece_tokenizer.py``.
+This module holds the protocol, the registry of saved types, the character-level
+tokenizer and :func:`load_tokenizer`. Byte-level BPE lives in ``bpe.py``, the
+SentencePiece wrapper in ``sentencepiece.py``, and training the course's default
+tokenizer in ``train.py``. Each subclass registers itself under its ``type_name``
+when it is defined, so this module names none of them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Any, ClassVar, Literal
 EOT = "<|endoftext|>"
 AllowedSpecial = Literal["none", "all"]
 CONFIG_NAME = "tokenizer.json"
+#: every tokenizer class by the ``"type"`` it saves; filled in as the classes are defined
+TOKENIZER_TYPES: dict[str, type[Tokenizer]] = {}
 
 
 def iter_texts(texts: Iterable[Any]) -> Iterator[str]:
@@ -76,6 +80,12 @@ class Tokenizer:
     """
 
     type_name: ClassVar[str] = "base"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register each concrete tokenizer under its ``type_name``: what ``load_tokenizer`` dispatches on."""
+        super().__init_subclass__(**kwargs)
+        if cls.type_name != "base":
+            TOKENIZER_TYPES[cls.type_name] = cls
     vocab_size: int
     eot_id: int
 
@@ -151,20 +161,10 @@ class Tokenizer:
                 f"{directory} holds a {config['type']!r} tokenizer, not {cls.type_name!r}: "
                 f"use load_tokenizer({str(directory)!r}) to load whatever type is saved there"
             )
-        return _registry()[config["type"]]._from_config(config, directory)
+        return TOKENIZER_TYPES[config["type"]]._from_config(config, directory)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
-
-
-def _registry() -> dict[str, type[Tokenizer]]:
-    from .bpe import BPETokenizer
-    from .chat import ChatTokenizer  # a trained tokenizer + chat tokens (chapter 08)
-    from .hf_tokenizer import HFTokenizer
-    from .sentencepiece_tokenizer import SentencePieceTokenizer
-
-    return {t.type_name: t for t in (CharTokenizer, BPETokenizer, SentencePieceTokenizer, HFTokenizer,
-                                     ChatTokenizer)}
 
 
 def _read_utf8_or_legacy(file: Path) -> str:
@@ -205,7 +205,7 @@ def _read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
         config = json.loads(_read_utf8_or_legacy(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{file} is not a saved tokenizer (not valid JSON: {e})") from None
-    known = sorted(_registry())
+    known = sorted(TOKENIZER_TYPES)
     if not isinstance(config, dict) or config.get("type") not in known:
         got = config.get("type") if isinstance(config, dict) else None
         raise ValueError(f"{file} is not a saved tokenizer: its \"type\" is {got!r}, expected one of {known}")
@@ -302,68 +302,3 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def _from_config(cls, config: dict[str, Any], directory: Path) -> CharTokenizer:
         return cls(config["chars"], unk=config.get("unk", False))
-
-
-# ------------------------------------------------------------------------------------
-# The tokenizer later chapters use
-# ------------------------------------------------------------------------------------
-DEFAULT_KIND = "bpe"
-#: vocab size per kind, (full, quick). Chosen and justified in chapter 02:
-#: 1024 = 256 bytes + 767 merges + EOT, a multiple of 64 for the embedding matmul.
-DEFAULT_VOCAB = {"bpe": (1024, 384), "sentencepiece": (1024, 384), "char": (None, None)}
-#: how much text (characters) to train the default tokenizer on, (full, quick)
-DEFAULT_TRAIN_CHARS = (6_000_000, 300_000)
-
-
-def default_tokenizer(kind: str | None = None, *, verbose: bool = True) -> Tokenizer:
-    """The tokenizer chapters 05-06 use: chapter 02's artifact, trained here if missing.
-
-    Loads ``artifacts_dir("tokenizer", kind)`` when a tokenizer is saved there;
-    otherwise trains one on the first few MB of ``stream_documents("auto")``
-    (quick mode: ~300 KB and a smaller vocabulary), saves it there, and says so.
-    ``kind`` is "bpe" (the default: byte-level BPE, vocab 1024), "sentencepiece"
-    (BPE via SentencePiece, vocab 1024) or "char".
-    """
-    from .config import artifacts_dir, pick, shown_path
-
-    kind = kind or DEFAULT_KIND
-    if kind not in DEFAULT_VOCAB:
-        raise ValueError(f"unknown tokenizer kind {kind!r}: choose one of {sorted(DEFAULT_VOCAB)}")
-    directory = artifacts_dir("tokenizer", kind)
-    if (directory / CONFIG_NAME).is_file():
-        tok = load_tokenizer(directory)
-        if verbose:
-            print(f"default_tokenizer: loaded {tok!r} from {shown_path(directory)}")
-        return tok
-
-    from .data import stream_documents
-
-    budget = pick(*DEFAULT_TRAIN_CHARS)
-    vocab_size = pick(*DEFAULT_VOCAB[kind])
-
-    def texts() -> Iterator[str]:
-        used = 0
-        for doc in stream_documents("auto", split="train", verbose=verbose):
-            yield doc["text"]
-            used += len(doc["text"])
-            if used >= budget:
-                return
-
-    if verbose:
-        print(f"default_tokenizer: no {kind} tokenizer at {shown_path(directory)}; training one "
-              f"(vocab_size={vocab_size}) on ~{budget / 1e6:g}M characters of stream_documents('auto') ...")
-    if kind == "bpe":
-        from .bpe import BPETokenizer
-
-        tok: Tokenizer = BPETokenizer.train(texts(), vocab_size=vocab_size)
-    elif kind == "sentencepiece":
-        from .sentencepiece_tokenizer import SentencePieceTokenizer
-
-        tok = SentencePieceTokenizer.train(texts(), vocab_size=vocab_size, model_type="bpe")
-    else:
-        # byte-free char vocab: unk=True so that text from another source cannot crash a later chapter
-        tok = CharTokenizer.train(texts(), unk=True)
-    tok.save(directory)
-    if verbose:
-        print(f"default_tokenizer: saved {tok!r} to {shown_path(directory)}")
-    return tok
