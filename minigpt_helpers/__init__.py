@@ -37,7 +37,7 @@ in wings, one per stage of the course; a wing imports only the wings below it.
     finetune/               ch08: LoRA, classification, chat and SFT, instruction data
       lora.py, classify.py, chat.py, instructions.py
     diagrams/               the concept diagrams: ``from minigpt_helpers import diagrams``
-    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat | eval
+    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat
 """
 
 from .config import artifacts_dir, is_quick, machine, pick, run_summary, set_seed, shown_path
