@@ -1,4 +1,4 @@
-"""Finetuning (issue 14): LoRA vs full finetuning of chapter 05's model, side by side.
+"""Finetuning: LoRA vs full finetuning of chapter 05's model, side by side.
 
 The model is the ``cpu`` preset (chapter 05's) with a 1024-token BPE vocabulary,
 on Shakespeare scenes; both sides run the same training steps (forward,

@@ -1,4 +1,4 @@
-"""The background batch pipeline (issue 11): how long training waits for data, and what one worker delivers.
+"""The background batch pipeline: how long training waits for data, and what one worker delivers.
 
 1. Data wait: the share of training time the loop spends waiting for a batch, in
    a run whose steps are fast (the "tiny" preset with one torch thread, so that
@@ -27,7 +27,7 @@ import minigpt_helpers as m
 from minigpt_helpers.data.pipeline import BackgroundBatches, ParallelTokens
 from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
-H100_GPT2_TOK_S = 0.45e6  # what a GPT-2-small run at 45 % MFU on an H100 consumes (issue 11)
+H100_GPT2_TOK_S = 0.45e6  # what a GPT-2-small run at 45 % MFU on an H100 consumes: the rate one worker must beat
 EXTRA = ["Ça ne fait rien — c'est la vie, naïve et légère.", "Быть или не быть, вот в чём вопрос.",
          "生存还是毁灭，这是一个值得考虑的问题。"]
 

@@ -1,4 +1,4 @@
-"""Precision, compile and peak-FLOPs decisions, judged per GPU (issue 10, defects 2 and 12).
+"""Precision, compile and peak-FLOPs decisions, judged per GPU.
 
 No GPU is needed: CUDA is faked by monkeypatching ``torch.cuda``'s queries. The fake
 ``is_bf16_supported`` answers True everywhere, as torch does on a T4 or V100 (it

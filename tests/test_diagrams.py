@@ -1,4 +1,4 @@
-"""Concept diagrams (issue 12): each draws, is legible (>= 9 pt, no overlapping labels, nothing cut off),
+"""Concept diagrams: each draws, is legible (>= 9 pt, no overlapping labels, nothing cut off),
 and shows what the course's code computes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Text files are UTF-8 whatever the locale (issue 10, defect 8: Windows and C/POSIX locales).
+"""Text files are UTF-8 whatever the locale (Windows and C/POSIX locales).
 
 ``open()``, ``Path.read_text()`` and ``Path.write_text()`` without ``encoding=`` use
 the locale's encoding: cp1252 on most Windows machines, ASCII under ``LC_ALL=C``

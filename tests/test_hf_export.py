@@ -1,8 +1,7 @@
-"""Exporting what a learner trains to Hugging Face (issue 10, defect 10).
+"""Exporting what a learner trains to Hugging Face.
 
-Every course preset is bias-free, and ``to_hf()`` used to refuse ``bias=False``
-models, so no model a learner trained could be exported. A missing bias is a zero
-bias: the export must be exact, carry the tokenizer's special token ids, and come
+Every course preset is bias-free, while GPT-2 always has biases. A missing bias is a
+zero bias: the export must be exact, carry the tokenizer's special token ids, and come
 back through ``from_hf`` as the same model.
 """
 
@@ -25,7 +24,7 @@ def _trained_like(name: str) -> GPT:
     """A preset's model with a CharTokenizer, its weights moved well away from initialisation."""
     tok = CharTokenizer.train([TEXT])
     mcfg, _ = preset(name, tok.vocab_size)
-    assert mcfg.bias is False  # what the course trains: the case that used to be refused
+    assert mcfg.bias is False  # what the course trains: the bias-free case
     torch.manual_seed(0)
     model = GPT(mcfg)
     with torch.no_grad():
@@ -70,7 +69,7 @@ def test_bias_free_round_trip_comes_back_bias_free(tmp_path):
 
 
 def test_biases_changed_after_export_come_back_as_bias_true():
-    """Fine-tuned in transformers (biases no longer zero): still exact, with biases."""
+    """Fine-tuned in transformers (biases not zero any more): still exact, with biases."""
     model = _trained_like("tiny")
     hf = to_hf(model)
     with torch.no_grad():

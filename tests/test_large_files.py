@@ -1,4 +1,4 @@
-"""Training on a text file of hundreds of MB keeps memory flat (issue 11). Marked ``large``: run by ``make bench``.
+"""Training on a text file of hundreds of MB keeps memory flat. Marked ``large``: run by ``make bench``.
 
 The file is generated in a temporary folder with the benchmark's generator
 (``benchmarks/bench_data.py``), and a few steps of ``train()`` run in a fresh

@@ -1,4 +1,4 @@
-"""Bits per byte (issue 12): evaluate(unit=...) against a hand computation, exact byte counts per token."""
+"""Bits per byte: evaluate(unit=...) against a hand computation, exact byte counts per token."""
 
 from __future__ import annotations
 
