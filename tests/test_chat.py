@@ -3,18 +3,12 @@ token, conversations that never see each other in a batch, stopping at the end o
 
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
-
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_chat import CHARS, GREETINGS, convo, tiny_model
 
-from minigpt_helpers import GPT, GPTConfig, TrainConfig, load_checkpoint, load_tokenizer, set_seed
+from minigpt_helpers import GPT, TrainConfig, load_checkpoint, load_tokenizer
 from minigpt_helpers.finetune.chat import (
     CHAT_TOKENS,
     ChatSession,
@@ -35,43 +29,6 @@ from minigpt_helpers.finetune.classify import IGNORE
 from minigpt_helpers.finetune.lora import LoRAModel
 from minigpt_helpers.tokenizers.base import EOT, CharTokenizer
 from minigpt_helpers.tokenizers.bpe import BPETokenizer
-
-CHARS = "abcdefghijklmnopqrstuvwxyz ?!.,'<|>"
-GREETINGS = [("hi", "yo"), ("bye", "ciao"), ("hi there", "yo"), ("ok bye", "ciao")]
-
-
-def convo(*turns: str) -> dict:
-    """convo("hi", "yo", "bye", "ciao"): user and assistant in turn."""
-    return {"messages": [{"role": ("user", "assistant")[k % 2], "content": t} for k, t in enumerate(turns)]}
-
-
-def tiny_model(block_size: int = 32, seed: int = 0) -> GPT:
-    set_seed(seed)
-    tok = CharTokenizer(list(CHARS))
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32,
-                          bias=False))
-    model.tokenizer = tok
-    return model
-
-
-def tiny_chat_model(out_dir: str | Path | None = None, steps: int = 40, **sft_kw):
-    """A tiny model SFT-trained to answer "hi" with "yo" and "bye" with "ciao", in any turn."""
-    model = tiny_model()
-    cfg = TrainConfig(batch_size=4, max_steps=steps, warmup_steps=5, lr=2e-2, min_lr=2e-3, eval_interval=steps,
-                      device="cpu")
-    singles = [convo(u, a) for u, a in GREETINGS]
-    doubles = [convo(*GREETINGS[i], *GREETINGS[j]) for i in range(4) for j in range(4) if i % 2 != j % 2]
-    result = sft(model, singles + doubles, [convo("hi", "yo", "bye", "ciao")], cfg, out_dir=out_dir,
-                 live="off", **sft_kw)
-    return result
-
-
-@functools.lru_cache(maxsize=1)
-def trained_chat() -> tuple[Any, Path]:
-    """(the SFT result, its output folder): trained once per test session (test_chat_cli.py uses it too)."""
-    folder = Path(tempfile.mkdtemp(prefix="minigpt-test-chat-"))
-    atexit.register(shutil.rmtree, folder, True)
-    return tiny_chat_model(folder / "sft"), folder / "sft"
 
 
 def test_tokenizer_extension_refuses_special_text_and_survives_save_load(tmp_path):
@@ -177,8 +134,8 @@ def test_no_conversation_attends_to_another_in_a_batch():
     assert torch.equal(model(x2)[0][0], logits[0])  # ...row 0 does not
 
 
-def test_sft_learns_to_answer_and_generation_stops_at_end_of_turn():
-    result, out = trained_chat()
+def test_sft_learns_to_answer_and_generation_stops_at_end_of_turn(trained_chat):
+    result, out = trained_chat  # tests/conftest.py: trained once per session
     model = result.model
     assert result.step == 40 and result.history.val_losses[-1] < result.history.val_losses[0]
     assert chat_reply(model, [{"role": "user", "content": "hi"}], max_new_tokens=20) == "yo"

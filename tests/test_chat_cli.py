@@ -9,17 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_chat import tiny_model
 
 from minigpt_helpers import find_checkpoint
 from minigpt_helpers.cli import main
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_chat import tiny_model, trained_chat  # noqa: E402
-
 
 @pytest.fixture(scope="module")
-def chat_dir():
-    return trained_chat()[1]  # a tiny model that answers "hi" with "yo" and "bye" with "ciao", in any turn
+def chat_dir(trained_chat):
+    return trained_chat[1]  # tests/conftest.py: a tiny model that answers "hi" with "yo" and "bye" with "ciao", in any turn
 
 
 def run_chat(checkpoint: Path, stdin: str) -> subprocess.CompletedProcess:

@@ -28,6 +28,8 @@ from minigpt_helpers import (
 from minigpt_helpers.tokenizers.base import CharTokenizer
 from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread in this module
+
 TEXT = "The research shows that a small model, trained well, writes text.\nFirst Citizen: speak!"
 
 
@@ -41,15 +43,6 @@ def tiny_model(tokenizer, block_size: int = 16, seed: int = 0, std: float = 0.5)
                 p.normal_(0.0, std)
     model.tokenizer = tokenizer
     return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead, which extra threads only add to (10x on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

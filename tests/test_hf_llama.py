@@ -10,8 +10,6 @@ import torch
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from test_modern import one_thread  # noqa: E402,F401  (autouse: one torch thread in this module too)
-
 from minigpt_helpers import (  # noqa: E402
     GPT,
     GPTConfig,
@@ -24,6 +22,7 @@ from minigpt_helpers import (  # noqa: E402
 )
 from minigpt_helpers.tokenizers.base import EOT  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread in this module
 TEXTS = ["The research shows that small models learn quickly.", "Hello world, the research goes on.",
          "To be, or not to be, that is the question. Ünïcödé und Straße!"]
 SMALL = dict(vocab_size=97, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
@@ -113,21 +112,8 @@ def test_unsupported_models_name_the_difference():
 
 
 # ------------------------------------------------------------------------------ tokenizer
-def _local_hf_tokenizer(vocab_size: int = 300):
-    """A small byte-level BPE trained here with `tokenizers`, as a transformers PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(TEXTS * 5, trainer)
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT)
-
-
-def test_hf_tokenizer_follows_the_course_protocol(tmp_path):
-    tok = HFTokenizer(_local_hf_tokenizer())
+def test_hf_tokenizer_follows_the_course_protocol(tmp_path, local_hf_tokenizer):
+    tok = HFTokenizer(local_hf_tokenizer)
     assert tok.eot_id == 0 and tok.vocab_size == 300
     for text in TEXTS + ["emoji 🙂 and new\nlines  "]:
         assert tok.decode(tok.encode(text)) == text
@@ -170,9 +156,9 @@ def _random_weight_model(config, vocab_used: int):
     return hf
 
 
-def test_smollm2_shaped_model_loads_from_a_folder_and_generates_with_the_kv_cache(tmp_path):
+def test_smollm2_shaped_model_loads_from_a_folder_and_generates_with_the_kv_cache(tmp_path, local_hf_tokenizer):
     """What load_open_weights("HuggingFaceTB/SmolLM2-135M") does online, on a local random-weight twin."""
-    hf_tok = _local_hf_tokenizer()
+    hf_tok = local_hf_tokenizer
     hf = _random_weight_model(transformers.LlamaConfig(**SMOLLM2_CONFIG), vocab_used=len(hf_tok))
     n_params = sum(p.numel() for p in hf.parameters())
     hf.save_pretrained(tmp_path)

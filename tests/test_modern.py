@@ -14,6 +14,8 @@ from minigpt_helpers.model.attention import CACHE_CHUNK
 from minigpt_helpers.model.layers import RMSNorm, Rotary, apply_rotary, rotate_half, swiglu_hidden
 from minigpt_helpers.tokenizers.base import CharTokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread in this module
+
 BASE = dict(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32, bias=False)
 ALL = dict(rope_theta=10000.0, norm="rmsnorm", mlp="swiglu", n_kv_head=2, qk_norm=True, tie_embeddings=False,
            zero_init_proj=True, logit_softcap=15.0)
@@ -32,15 +34,6 @@ OPTIONS = {
     "all": ALL,
     "all_relu2_mqa": dict(ALL, mlp="relu2", n_kv_head=1),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two fighting over a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make(name: str, seed: int = 0, noise: float = 0.05, **over) -> GPT:

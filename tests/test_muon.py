@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from test_modern import one_thread  # noqa: F401  (autouse: one torch thread in this module too)
 
 import minigpt_helpers.training.muon as muon_mod
 from minigpt_helpers import GPT, GPTConfig, TrainConfig
@@ -15,6 +14,7 @@ from minigpt_helpers.training.checkpoint import optimizer_from_safetensors, opti
 from minigpt_helpers.training.loop import make_optimizer
 from minigpt_helpers.training.muon import Muon, MuonAdamW, hidden_matrices, zeropower_via_newtonschulz
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread in this module
 needs_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 MODERN = dict(vocab_size=29, block_size=8, n_layer=2, n_head=4, n_embd=32, bias=False, rope_theta=1e4,
               norm="rmsnorm", mlp="swiglu", n_kv_head=2, qk_norm=True, tie_embeddings=False)

@@ -17,21 +17,19 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 
-from test_hf_llama import _local_hf_tokenizer  # noqa: E402
-from test_modern import one_thread  # noqa: E402,F401  (autouse: one torch thread in this module too)
-
 from minigpt_helpers import HFTokenizer, TrainConfig, load_open_weights, set_seed  # noqa: E402
 from minigpt_helpers.data import sources as data_module  # noqa: E402
 from minigpt_helpers.finetune.chat import ChatTokenizer, add_chat_tokens, chat_reply, sft  # noqa: E402
 from minigpt_helpers.finetune.instructions import hub_conversations  # noqa: E402
 from minigpt_helpers.finetune.lora import LoRAModel, count_parameters  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread in this module
 STEPS = 300
 PAIRS = [("Say hello.", "Hello."), ("Say the research.", "The research shows."), ("Say goodbye.", "Goodbye.")]
 
 
-def test_lora_sft_of_an_open_weight_llama_on_streamed_conversations(tmp_path, monkeypatch):
-    hf_tok = _local_hf_tokenizer()  # 300 ids, <|endoftext|> = 0
+def test_lora_sft_of_an_open_weight_llama_on_streamed_conversations(tmp_path, monkeypatch, local_hf_tokenizer):
+    hf_tok = local_hf_tokenizer  # tests/conftest.py: 300 ids, <|endoftext|> = 0
     config = transformers.LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                                       rope_theta=100000.0, max_position_embeddings=2048, bos_token_id=0,
