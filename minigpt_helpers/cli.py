@@ -44,7 +44,7 @@ DEBUG_ENV = "MINIGPT_DEBUG"  # set to 1 for tracebacks instead of one-line error
 
 # ------------------------------------------------------------------------------ one-line errors
 class _Parser(argparse.ArgumentParser):
-    """argparse with each usage error on one line: ``error: --steps must be a positive integer, got -5``.
+    """argparse with each usage error on one line: ``error: --vocab-size must be a positive integer, got 0``.
 
     (Subcommand parsers are made with the parent's class, so they behave the same.)
     """
@@ -91,13 +91,6 @@ def _number(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value > 0):  # NaN fails every comparison: check it explicitly
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {_shown(text)}")
     return value
 
 
@@ -165,6 +158,56 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# ------------------------------------------------------------------------------ train settings
+# The train flags that set a TrainConfig field. TrainConfig checks every value (training/config.py);
+# a bad one is reported under its flag's name.
+TRAIN_FLAGS: dict[str, str] = {
+    "--steps": "max_steps", "--time-budget": "time_budget_s", "--checkpoint-every": "checkpoint_every",
+    "--batch-size": "batch_size", "--grad-accum": "grad_accum", "--lr": "lr", "--seed": "seed",
+    "--eval-interval": "eval_interval", "--log-interval": "log_interval", "--device": "device",
+    "--precision": "precision", "--compile": "compile",
+}
+_FIELD_ERROR = re.compile(r"TrainConfig\.(\w+) (must be .*)", re.DOTALL)  # TrainConfig's message for one field
+
+
+def _as_given(text: str) -> int | float | str:
+    """An argparse type that only reads the text: an int, else a float, else the text itself.
+
+    The value is checked by TrainConfig, which knows each field's range.
+    """
+    for read in (int, float):
+        try:
+            return read(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _flag_message(message: str) -> str:
+    """TrainConfig's ``TrainConfig.max_steps must be ...`` as ``--steps must be ...``."""
+    flags = {field: flag for flag, field in TRAIN_FLAGS.items()}
+    field = _FIELD_ERROR.match(message)
+    if field and field[1] in flags:
+        return f"{flags[field[1]]} {field[2]}"
+    return message
+
+
+def _train_config(args: argparse.Namespace, saved_config: dict[str, Any] | None):
+    """``(TrainConfig, preset name)``: the settings of the run being resumed (``saved_config``; no preset) or
+    of the preset, with the flags on top. Checked now, before any folder is made or tokenizer trained."""
+    from .training.config import PRESETS, TrainConfig, recommended_preset
+
+    over = {field: getattr(args, field) for field in TRAIN_FLAGS.values() if getattr(args, field) is not None}
+    if args.time_budget_s is not None and args.max_steps is None:
+        over["max_steps"] = None  # train by time: the schedule spans the budget
+    name = None if saved_config is not None else args.preset or recommended_preset(args.device)
+    base = saved_config if saved_config is not None else PRESETS[name]["train"]
+    try:
+        return TrainConfig.from_dict({**base, **over}), name
+    except ValueError as e:
+        _usage_error(_flag_message(str(e)))
+
+
 # ------------------------------------------------------------------------------ train
 def _read_run(out: Path, strict: bool) -> dict[str, Any]:
     """``OUT/run.json`` ({} if absent). ``strict``: a damaged one is an error, else it is ignored."""
@@ -224,12 +267,70 @@ def _tokenizer_for_run(args: argparse.Namespace, data: str, out: Path, run: dict
     return tok
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .config import set_seed
-    from .data.sources import resolve_source
+def _resume_point(args: argparse.Namespace, out: Path, run: dict[str, Any], main: bool):
+    """``(checkpoint, its GPTConfig, data, its saved TrainConfig dict)`` of the run ``--resume`` continues,
+    checked now (weights intact, training state present); ``(None, None, --data, None)`` for a new run."""
     from .model.gpt import GPT
     from .training.checkpoint import TRAINER_FILE, find_checkpoint, read_trainer_state
-    from .training.loop import PRESETS, TrainConfig, _dist, preset, recommended_preset, train
+
+    saved = find_checkpoint(out) if args.resume else None
+    if args.resume and saved is None and main:
+        print(f"[minigpt] --resume: no checkpoint in {out}, starting a new run")
+    if saved is None:
+        if not args.data:
+            _usage_error("train needs --data SOURCE (e.g. --data shakespeare, or a path to your .txt files)")
+        return None, None, args.data, None
+    # the run's own settings, with what was given on this command line on top
+    mcfg = GPT.check_saved(saved)  # weights intact and matching config.json, or a clear error now
+    if not (saved / TRAINER_FILE).is_file():
+        raise ValueError(f"{saved} holds a model but no training state ({TRAINER_FILE}), so it cannot be "
+                         "resumed: train into a new --out instead")
+    trainer = read_trainer_state(saved)
+    tdict = trainer.get("train_config")
+    if not isinstance(tdict, dict):
+        raise ValueError(f"{saved / TRAINER_FILE} has no train_config: the checkpoint is damaged; delete "
+                         f"{saved} to resume from the previous one")
+    data = args.data or run.get("data") or trainer.get("data_source")
+    if data is None:
+        _usage_error(f"--resume: {out / RUN_FILE} does not record --data; pass --data again")
+    if main:
+        print(f"[minigpt] --resume: continuing {shown_path(saved)} from step {trainer['step']}")
+    return saved, mcfg, data, tdict
+
+
+def _data_and_tokenizer(args: argparse.Namespace, data: str, out: Path, run: dict[str, Any], main: bool,
+                        world: int):
+    """``(data, tokenizer)``: rank 0 makes ``out``, decides what "auto" stands for (once, saying why) and loads
+    or trains the tokenizer; the other ranks wait for it, then read its decision from ``run.json``."""
+    from .data.sources import resolve_source
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        data = resolve_source(data, verbose=True)  # "auto" -> the corpus it stands for, recorded in run.json
+    if world == 1:
+        return data, _tokenizer_for_run(args, data, out, run, True)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=args.device == "cpu")
+    tok = _tokenizer_for_run(args, data, out, run, True) if main else None
+    state.wait_for_everyone()
+    if not main:
+        data = _read_run(out, strict=True)["data"]  # rank 0's decision, not a probe of our own
+        tok = _tokenizer_for_run(args, data, out, run, False)
+    return data, tok
+
+
+def _say_result(result: Any) -> None:
+    v = result.final_val_loss
+    where = shown_path(result.checkpoint) if result.checkpoint else None
+    print(f"[minigpt] {result.stop_reason} at step {result.step}; "
+          f"{f'val loss {v:.4f}; ' if v is not None else ''}checkpoint: {where}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import set_seed
+    from .model.gpt import GPT, GPTConfig
+    from .training.loop import PRESETS, _dist, train
 
     if args.out is None:  # checked here, not by argparse, so that `train --list-presets` needs no --out
         _usage_error("train needs --out DIR, the folder for its checkpoints and tokenizer")
@@ -237,58 +338,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     main = rank == 0
     out: Path = args.out
     run = _read_run(out, strict=args.resume)
-    saved = find_checkpoint(out) if args.resume else None
-    if args.resume and saved is None and main:
-        print(f"[minigpt] --resume: no checkpoint in {out}, starting a new run")
-    if saved is not None:  # the run's own settings, with what was given on this command line on top
-        mcfg = GPT.check_saved(saved)  # weights intact and matching config.json, or a clear error now
-        if not (saved / TRAINER_FILE).is_file():
-            raise ValueError(f"{saved} holds a model but no training state ({TRAINER_FILE}), so it cannot be "
-                             "resumed: train into a new --out instead")
-        trainer = read_trainer_state(saved)
-        tdict = trainer.get("train_config")
-        if not isinstance(tdict, dict):
-            raise ValueError(f"{saved / TRAINER_FILE} has no train_config: the checkpoint is damaged; delete "
-                             f"{saved} to resume from the previous one")
-        data = args.data or run.get("data") or trainer.get("data_source")
-        if data is None:
-            _usage_error(f"--resume: {out / RUN_FILE} does not record --data; pass --data again")
-        if main:
-            print(f"[minigpt] --resume: continuing {shown_path(saved)} from step {trainer['step']}")
-    else:
-        if not args.data:
-            _usage_error("train needs --data SOURCE (e.g. --data shakespeare, or a path to your .txt files)")
-        data = args.data
-        tdict = None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        # "auto" -> the corpus it stands for, decided here once (and said why), then recorded in run.json
-        data = resolve_source(data, verbose=True)
-    if world > 1:
-        from accelerate import PartialState
-
-        state = PartialState(cpu=args.device == "cpu")
-        if main:
-            tok = _tokenizer_for_run(args, data, out, run, True)
-        state.wait_for_everyone()
-        if not main:
-            data = _read_run(out, strict=True)["data"]  # rank 0's decision, not a probe of our own
-            tok = _tokenizer_for_run(args, data, out, run, False)
-    else:
-        tok = _tokenizer_for_run(args, data, out, run, True)
-
-    over = {k: v for k, v in dict(
-        max_steps=args.steps, time_budget_s=args.time_budget, checkpoint_every=args.checkpoint_every,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_interval=args.eval_interval,
-        log_interval=args.log_interval, device=args.device, precision=args.precision,
-        compile=args.compile, grad_accum=args.grad_accum).items() if v is not None}
-    if args.time_budget is not None and args.steps is None:
-        over["max_steps"] = None  # train by time: the schedule spans the budget
-    if saved is not None:
-        cfg = TrainConfig.from_dict({**tdict, **over})
-    else:
-        name = args.preset or recommended_preset(args.device)
-        mcfg, cfg = preset(name, tok.vocab_size, **over)
+    saved, mcfg, data, tdict = _resume_point(args, out, run, main)
+    cfg, name = _train_config(args, tdict)  # a bad setting stops the run here, before anything is made
+    data, tok = _data_and_tokenizer(args, data, out, run, main, world)
+    if saved is None:
+        mcfg = GPTConfig(vocab_size=tok.vocab_size, **PRESETS[name]["model"])
         if main:
             print(f"[minigpt] preset {name!r}: {PRESETS[name]['doc']}")
             print(f"[minigpt] model {mcfg}")
@@ -301,9 +355,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"[minigpt] {model.num_params() / 1e6:.2f}M parameters; {world} process(es); {' / '.join(how)}")
     result = train(model, data, cfg, out_dir=out, resume=saved is not None, live="log")
     if main:
-        v = result.final_val_loss
-        print(f"[minigpt] {result.stop_reason} at step {result.step}; "
-              f"{f'val loss {v:.4f}; ' if v is not None else ''}checkpoint: {shown_path(result.checkpoint) if result.checkpoint else None}")
+        _say_result(result)
     return 1 if result.stop_reason == "non-finite loss" else 0
 
 
@@ -381,22 +433,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="model + optimisation settings (default: 'gpu' on CUDA, else 'cpu')")
     g = t.add_argument_group("how long (one or both; default: the preset's steps)")
-    g.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps")
-    g.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="wall-clock budget; alone, the learning-rate schedule spans it")
+    # the TrainConfig settings are read as given (_as_given) and checked by TrainConfig itself
+    g.add_argument("--steps", dest=TRAIN_FLAGS["--steps"], type=_as_given, default=None, metavar="N",
+                   help="optimizer steps")
+    g.add_argument("--time-budget", dest=TRAIN_FLAGS["--time-budget"], type=_as_given, default=None,
+                   metavar="SECONDS", help="wall-clock budget; alone, the learning-rate schedule spans it")
     t.add_argument("--out", type=_out_dir, default=None, help="output folder: checkpoints, tokenizer (required)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
-                   help="checkpoint every N steps")
-    for name, typ, hlp in [("--batch-size", _positive_int, "sequences per micro-batch per process"),
-                           ("--grad-accum", _positive_int, "micro-batches per step"),
-                           ("--lr", _positive_float, "peak learning rate"),
-                           ("--seed", _natural_int, "random seed"),
-                           ("--eval-interval", _positive_int, "steps between val losses"),
-                           ("--log-interval", _positive_int, "steps between log lines")]:
-        t.add_argument(name, type=typ, default=None, help=hlp)
+    for name, hlp in [("--checkpoint-every", "steps between checkpoints (default: at every evaluation)"),
+                      ("--batch-size", "sequences per micro-batch per process"),
+                      ("--grad-accum", "micro-batches per step"),
+                      ("--lr", "peak learning rate"),
+                      ("--seed", "random seed"),
+                      ("--eval-interval", "steps between val losses"),
+                      ("--log-interval", "steps between log lines")]:
+        t.add_argument(name, dest=TRAIN_FLAGS[name], type=_as_given, default=None, help=hlp,
+                       metavar="N" if name != "--lr" else "LR")
     t.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
+    t.add_argument("--precision", default=None, help="auto (default), fp32, bf16 or fp16")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
     t.add_argument("--list-presets", action="store_true", default=argparse.SUPPRESS,
                    help="describe the presets and exit")

@@ -47,48 +47,54 @@ def _receiver(func: ast.Attribute) -> str:
     return value.id if isinstance(value, ast.Name) else ""
 
 
+def _text_call(call: ast.Call) -> tuple[str, int | None, int, bool] | None:
+    """``(name, mode position, encoding position, text by default)`` if ``call`` may open a text file, else None."""
+    func = call.func
+    if isinstance(func, ast.Name) and func.id == "open":
+        return "open()", 1, 3, True
+    if not isinstance(func, ast.Attribute):
+        return None
+    if func.attr == "read_text":
+        return ".read_text()", None, 0, True
+    if func.attr == "write_text":
+        return ".write_text()", None, 1, True
+    if func.attr != "open" or _receiver(func) in NOT_FILE_OPEN:
+        return None
+    who = _receiver(func)
+    if who == "io":
+        return "io.open()", 1, 3, True
+    if who in COMPRESSED:
+        return f"{who}.open()", 1, 3, False
+    return ".open()", 0, 2, True  # pathlib.Path.open(mode="r", buffering=-1, encoding=None)
+
+
+def _is_text_mode(mode: ast.expr | None, text_default: bool) -> bool | None:
+    """True for a text mode, False for a binary one, None when the mode is computed (cannot tell)."""
+    if mode is None:
+        return text_default
+    if isinstance(mode, ast.Constant) and isinstance(mode.value, str):
+        return not ("b" in mode.value or (not text_default and "t" not in mode.value))
+    return None
+
+
 def _problem(call: ast.Call) -> str | None:
     """Why ``call`` reads or writes text in the locale's encoding, or None if it does not."""
-    func = call.func
     if any(kw.arg is None for kw in call.keywords):  # **kwargs: cannot tell
         return None
-    if isinstance(func, ast.Name) and func.id == "open":
-        kind, mode_pos, enc_pos, text_default = "open()", 1, 3, True
-    elif isinstance(func, ast.Attribute) and func.attr == "open":
-        who = _receiver(func)
-        if who in NOT_FILE_OPEN:
-            return None
-        if who == "io":
-            kind, mode_pos, enc_pos, text_default = "io.open()", 1, 3, True
-        elif who in COMPRESSED:
-            kind, mode_pos, enc_pos, text_default = f"{who}.open()", 1, 3, False
-        else:  # pathlib.Path.open(mode="r", buffering=-1, encoding=None)
-            kind, mode_pos, enc_pos, text_default = ".open()", 0, 2, True
-    elif isinstance(func, ast.Attribute) and func.attr == "read_text":
-        kind, mode_pos, enc_pos, text_default = ".read_text()", None, 0, True
-    elif isinstance(func, ast.Attribute) and func.attr == "write_text":
-        kind, mode_pos, enc_pos, text_default = ".write_text()", None, 1, True
-    else:
+    found = _text_call(call)
+    if found is None:
         return None
-    if mode_pos is not None:
-        mode = _arg(call, mode_pos, "mode")
-        if mode is None:
-            if not text_default:
-                return None
-        elif isinstance(mode, ast.Constant) and isinstance(mode.value, str):
-            if "b" in mode.value or (not text_default and "t" not in mode.value):
-                return None  # binary
-        else:
-            enc = _arg(call, enc_pos, "encoding")
-            if enc is None or (isinstance(enc, ast.Constant) and enc.value is None):
-                return f"{kind} with a computed mode and no encoding= (make the mode a literal or pass encoding)"
-            return None
+    kind, mode_pos, enc_pos, text_default = found
     enc = _arg(call, enc_pos, "encoding")
+    locale_encoding = enc is None or (isinstance(enc, ast.Constant) and enc.value is None)
+    text = True if mode_pos is None else _is_text_mode(_arg(call, mode_pos, "mode"), text_default)
+    if text is False or not locale_encoding:  # binary, or the encoding is named
+        return None
+    if text is None:
+        return f"{kind} with a computed mode and no encoding= (make the mode a literal or pass encoding)"
     if enc is None:
         return f"{kind} in text mode without encoding="
-    if isinstance(enc, ast.Constant) and enc.value is None:
-        return f"{kind} with encoding=None (the locale's encoding)"
-    return None
+    return f"{kind} with encoding=None (the locale's encoding)"
 
 
 def _python_source(path: Path) -> str:

@@ -25,6 +25,7 @@ from minigpt_helpers import (
     top_p_filter,
     window_start,
 )
+from minigpt_helpers.model.generation import stream_text
 from minigpt_helpers.tokenizers.base import CharTokenizer
 from minigpt_helpers.tokenizers.bpe import BPETokenizer
 
@@ -234,6 +235,14 @@ def test_stream_decoder_never_splits_a_character(byte_tok):
     assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
 
 
+def test_stream_text_continues_the_prompt_ids(byte_tok):
+    bpe = BPETokenizer.train(["héllo wörld 5 € " * 5, TEXT], vocab_size=300)
+    prompt_ids, new_ids = bpe.encode("start: "), bpe.encode("héllo wörld 5 €!")
+    pieces = list(stream_text(bpe, iter(new_ids), prompt_ids=prompt_ids))
+    assert "".join(pieces) == "héllo wörld 5 €!" and not any("\ufffd" in p for p in pieces)
+    assert list(stream_text(bpe, [], prompt="Hi")) == ["Hi"]  # the prompt first, as given
+
+
 def test_stream_flushes_an_incomplete_character(byte_tok):
     dec = StreamDecoder(byte_tok)
     assert dec.push(ord("a")) == "a"
@@ -307,3 +316,34 @@ def test_generate_ids_checks_its_input(model):
         generate_ids(model, [], 3)
     with pytest.raises(ValueError, match="crop"):
         generate_ids(model, [0] * 17, 3)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        generate_ids(model, [0], 3, top_p=2.0)  # at the call, before the first next()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: sample_next(torch.zeros(4), temperature=-1.0), r"temperature must be a number >= 0"),
+        (lambda: sample_next(torch.zeros(4), top_k=0), r"top_k must be an integer >= 1"),
+        (lambda: sample_next(torch.zeros(4), top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (lambda: top_k_filter(torch.zeros(4), 0), r"top_k must be an integer >= 1"),
+        (lambda: top_k_filter(torch.zeros(4), True), r"top_k must be an integer >= 1"),
+        (lambda: top_p_filter(torch.zeros(4), 0.0), r"top_p must be in \(0, 1\]"),
+    ],
+)
+def test_public_sampling_functions_check_their_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_generate_checks_the_sampling_arguments_once_not_per_token(model, monkeypatch):
+    import minigpt_helpers.model.generation as generation
+
+    calls = []
+    real = generation._check_sampling_args
+    monkeypatch.setattr(generation, "_check_sampling_args", lambda *a: calls.append(a) or real(*a))
+    assert generate(model, "The", 20, temperature=1.0, top_k=5, top_p=0.9, seed=0).startswith("The")
+    assert calls == [(1.0, 5, 0.9)]  # 20 tokens, one check
+    calls.clear()
+    assert len(list(generate_ids(model, [0], 20, temperature=1.0, top_k=5, seed=0))) == 20
+    assert calls == [(1.0, 5, None)]

@@ -119,35 +119,51 @@ def test_progress_ends_as_one_summary_line_and_changes_nothing(capsys: pytest.Ca
     shown = BPETokenizer.train(texts, vocab_size=300, progress=True)
     assert shown.merges == quiet.merges
     out, err = capsys.readouterr()
-    # not a terminal (pytest captures it): no redrawn line, only the summary, once
+    # not a terminal (pytest captures it): no bar, only the summary, once
     assert err == "" and out.count("\n") == 1
     assert out.startswith("BPETokenizer: 0.03 M characters") and "43 merges in" in out
 
 
+def test_progress_on_a_terminal_is_a_bar_on_stderr_then_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    BPETokenizer.train([shakespeare(30_000)], vocab_size=300, progress=True)
+    out, err = capsys.readouterr()
+    # the bar on stderr, redrawn in place (\r) through both phases, then cleared
+    assert "\rBPETokenizer: reading text" in err and "\rBPETokenizer: merges" in err and err.endswith("\r")
+    assert out.count("\n") == 1 and out.startswith("BPETokenizer: 0.03 M characters") and "43 merges in" in out
+
+
 def test_progress_in_a_notebook_is_one_output_updated_to_the_summary(monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("ipywidgets")
     import IPython.display
 
-    import minigpt_helpers.tokenizers.bpe as bpe_module
+    import minigpt_helpers.progress as progress
 
-    shown: list[str] = []
+    displayed: list = []  # what went to display(): one output, with a handle
+    updates: list = []  # what that output was updated to
 
     class Handle:
         def update(self, obj) -> None:
-            shown.append(obj.data)
+            updates.append(obj)
 
     def fake_display(obj, display_id=False):
         assert display_id is True  # a handle, so later states replace this output instead of adding more
-        shown.append(obj.data)
+        displayed.append(obj)
         return Handle()
 
-    monkeypatch.setattr(bpe_module, "in_notebook", lambda: True)
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
     monkeypatch.setattr(IPython.display, "display", fake_display)
     BPETokenizer.train([shakespeare(30_000)], vocab_size=300, progress=True)
     assert capsys.readouterr().out == ""  # everything went to the one display output
-    assert shown[0].startswith("BPETokenizer: reading text")
-    assert any("merge 43/43: " in s for s in shown)
-    assert shown[-1].startswith("BPETokenizer: 0.03 M characters") and "43 merges in" in shown[-1]
+    assert len(displayed) == 1
+    label, bar, _ = displayed[0].children  # tqdm's widget bar: it counted every merge
+    assert label.value.replace("\u2007", " ").startswith("BPETokenizer: merges") and bar.value == bar.max == 43
+    assert isinstance(updates[-1], IPython.display.Pretty)  # the saved notebook keeps a line of text
+    assert updates[-1].data.startswith("BPETokenizer: 0.03 M characters") and "43 merges in" in updates[-1].data
 
 
 # ----------------------------------------------------------------------------- round trips

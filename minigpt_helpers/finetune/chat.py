@@ -48,8 +48,7 @@ import torch
 from torch import nn
 
 from ..data.batching import encode_text
-from ..model.generation import _stream as stream_pieces  # text pieces as they form (StreamDecoder)
-from ..model.generation import generate_ids
+from ..model.generation import generate_ids, stream_text
 from ..tokenizers.base import EOT, Tokenizer, check_special, load_tokenizer
 from .classify import IGNORE, ExampleSource
 
@@ -393,7 +392,7 @@ def chat_reply(model: nn.Module, messages: Any, *, max_new_tokens: int = 200, te
     stop = [tok.eot_id, *tok.special_ids.values()]
     new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, seed, True, stop)
     ends = set(stop)
-    pieces = stream_pieces(tok, "", ids, itertools.takewhile(lambda i: i not in ends, new))  # the end: not text
+    pieces = stream_text(tok, itertools.takewhile(lambda i: i not in ends, new), prompt_ids=ids)  # the end: not text
     return pieces if stream else "".join(pieces)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -48,8 +48,43 @@ __all__ = [
     "top_p_filter",
     "window_start",
     "StreamDecoder",
+    "stream_text",
     "time_generation",
 ]
+
+
+# ----------------------------------------------------------------------------- argument checks
+# Each public entry point (the filters, sample_next, generate_ids, generate) checks its
+# arguments once, when it is called; the per-token path then runs unchecked internals.
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_top_k(k: Any) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (or None to disable), got {k!r}")
+
+
+def _check_top_p(p: Any) -> None:
+    if not _is_number(p) or not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {p!r}")
+
+
+def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not _is_number(temperature) or not temperature >= 0:  # NaN fails >= 0
+        raise ValueError(
+            f"temperature must be a number >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}"
+        )
+    if top_k is not None:
+        _check_top_k(top_k)
+    if top_p is not None:
+        _check_top_p(top_p)
+
+
+def _check_generate_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    _check_sampling_args(temperature, top_k, top_p)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
 
 
 # ----------------------------------------------------------------------------- filters
@@ -63,8 +98,12 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     Why: the long tail of unlikely tokens holds most of the "nonsense" mass; cutting
     it keeps samples on topic while still varying.
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"top_k must be an integer >= 1 (or None to disable), got {k!r}")
+    _check_top_k(k)
+    return _top_k(logits, k)
+
+
+def _top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`top_k_filter` on an already checked ``k`` (the per-token path)."""
     if k >= logits.size(-1):
         return logits
     idx = torch.topk(logits, k, dim=-1).indices
@@ -80,8 +119,12 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     of kept tokens adapts: few when the model is sure, many when it is not.
     ``p = 1`` keeps everything.
     """
-    if not (isinstance(p, (int, float)) and not isinstance(p, bool)) or not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {p!r}")
+    _check_top_p(p)
+    return _top_p(logits, p)
+
+
+def _top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """:func:`top_p_filter` on an already checked ``p`` (the per-token path)."""
     if p >= 1.0:
         return logits
     sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
@@ -90,19 +133,6 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     remove_sorted = mass_before >= p
     remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
-
-
-def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(
-            f"temperature must be a number >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}"
-        )
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (or None to disable), got {top_k!r}")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
-    ):
-        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {top_p!r}")
 
 
 def sample_next(
@@ -119,13 +149,24 @@ def sample_next(
     then top-p, softmax, and draw one token with ``generator`` (for reproducibility).
     """
     _check_sampling_args(temperature, top_k, top_p)
+    return _sample(logits, temperature, top_k, top_p, generator)
+
+
+def _sample(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """:func:`sample_next` on already checked arguments (the per-token path)."""
     if temperature == 0:
         return torch.argmax(logits, dim=-1)
     logits = logits.float() / temperature
     if top_k is not None:
-        logits = top_k_filter(logits, top_k)
+        logits = _top_k(logits, top_k)
     if top_p is not None:
-        logits = top_p_filter(logits, top_p)
+        logits = _top_p(logits, top_p)
     probs = torch.softmax(logits, dim=-1)
     flat = probs.reshape(-1, probs.size(-1))
     ids = torch.multinomial(flat, num_samples=1, generator=generator)  # (N, 1)
@@ -182,9 +223,7 @@ def generate_ids(
     every step. Generation stops after ``max_new_tokens`` or right after yielding
     a token in ``stop_ids``. Arguments are checked now, not at the first ``next``.
     """
-    _check_sampling_args(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    _check_generate_args(max_new_tokens, temperature, top_k, top_p)
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise ValueError("prompt_ids is empty: start from [tokenizer.eot_id] (generate() does this for you)")
@@ -194,6 +233,21 @@ def generate_ids(
             f"prompt_ids has {len(ids)} tokens but the context is {block_size}: crop to ids[-{block_size}:] "
             "(generate() does this for you)"
         )
+    return _start_generation(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_ids)
+
+
+def _start_generation(
+    model: torch.nn.Module,
+    ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    use_cache: bool,
+    stop_ids: Sequence[int],
+) -> Iterator[int]:
+    """The token loop of :func:`generate_ids` on checked arguments: the seeded generator, the cache or none."""
     device = _model_device(model)
     generator = None
     if seed is not None:
@@ -206,7 +260,8 @@ def generate_ids(
         )
         use_cache = False
     stop = {int(s) for s in stop_ids}
-    return _generate_loop(model, ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache, stop)
+    loop_ids = list(ids)  # the loop appends to its own copy: the caller still holds the prompt alone
+    return _generate_loop(model, loop_ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache, stop)
 
 
 @torch.no_grad()
@@ -241,7 +296,7 @@ def _generate_loop(
                 logits = _last_logits(model, feed, kv_cache=cache)
                 cached_upto = len(ids)
             start = start_now
-            nxt = int(sample_next(logits, temperature, top_k, top_p, generator))
+            nxt = int(_sample(logits, temperature, top_k, top_p, generator))
             ids.append(nxt)
             yield nxt
             if nxt in stop:
@@ -387,23 +442,30 @@ def generate(
       context is cropped to its last ``block_size`` tokens with a warning;
       ``stop_at_eot`` stops when the model emits ``<|endoftext|>``.
     """
-    _check_sampling_args(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    tok, ids = _prepare(model, prompt, tokenizer)
+    _check_generate_args(max_new_tokens, temperature, top_k, top_p)
+    tok, ids = _prepare(model, prompt, tokenizer)  # a non-empty prompt that fits the context
     eot = getattr(tok, "eot_id", None)
     stop_ids = (eot,) if stop_at_eot and eot is not None else ()
-    new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_ids)
+    new = _start_generation(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_ids)
     if stream:
-        return _stream(tok, prompt, ids, new)
+        return stream_text(tok, new, prompt_ids=ids, prompt=prompt)
     return prompt + _continuation(tok, ids, list(new))
 
 
-def _stream(tok: Any, prompt: str, prompt_ids: list[int], new: Iterator[int]) -> Iterator[str]:
+def stream_text(
+    tokenizer: Any, new_ids: Iterable[int], *, prompt_ids: Sequence[int] = (), prompt: str = ""
+) -> Iterator[str]:
+    """The text of ``new_ids`` in pieces, each yielded as soon as it forms complete characters.
+
+    ``prompt`` (if any) comes first, as given; ``prompt_ids`` is the context the new
+    tokens continue, so each piece decodes as it would after the prompt (see
+    :class:`StreamDecoder`). ``"".join`` of the pieces is ``prompt`` plus the decoded
+    continuation. Used by :func:`generate` (``stream=True``) and by the chat helpers.
+    """
     if prompt:
         yield prompt
-    dec = StreamDecoder(tok, prompt_ids)
-    for token_id in new:
+    dec = StreamDecoder(tokenizer, prompt_ids)
+    for token_id in new_ids:
         piece = dec.push(token_id)
         if piece:
             yield piece

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 import re
-import sys
 import time
 import warnings
 from collections import Counter
@@ -38,7 +37,7 @@ from typing import Any
 
 import regex
 
-from ..progress import in_notebook
+from ..progress import ProgressBar
 from .base import EOT, Tokenizer, iter_texts
 
 #: The GPT-4 (cl100k) pre-tokenization pattern, as in tiktoken / minbpe.
@@ -114,25 +113,8 @@ def learn_merges(chunk_counts: dict[str, int] | Counter[str], num_merges: int,
     if the chunks run out of pairs (every chunk is a single token).
     ``on_merge(k, pair)``, if given, is called after merge k (e.g. to show progress).
     """
-    # Distinct chunks as mutable lists of ids; single-byte chunks have no pairs.
-    words: list[list[int]] = []
-    freqs: list[int] = []
-    for chunk, f in chunk_counts.items():
-        b = chunk.encode("utf-8")
-        if len(b) > 1:
-            words.append(list(b))
-            freqs.append(f)
-
-    counts: dict[Pair, int] = {}  # pair -> total occurrences (weighted by chunk frequency)
-    where: dict[Pair, set[int]] = {}  # pair -> indices of chunks that (may) contain it
-    for i, (w, f) in enumerate(zip(words, freqs)):
-        for p in zip(w, w[1:]):
-            counts[p] = counts.get(p, 0) + f
-            s = where.get(p)
-            if s is None:
-                where[p] = {i}
-            else:
-                s.add(i)
+    words, freqs = _multi_byte_chunks(chunk_counts)
+    counts, where = _index_pairs(words, freqs)
 
     # Max-heap via negated counts; the tuple order gives the tie-break to the smallest pair.
     # Lazy invalidation: an entry may be stale (its pair's count only ever *decreases*
@@ -150,28 +132,8 @@ def learn_merges(chunk_counts: dict[str, int] | Counter[str], num_merges: int,
             if c > 0:
                 heappush(heap, (-c, pair))
             continue
-        new_id = 256 + len(merges)
         merges.append(pair)
-        a, b = pair
-        touched: set[Pair] = set()
-        for i in where.pop(pair):
-            w = words[i]
-            new = merge_pair(w, a, b, new_id)
-            if len(new) == len(w):  # stale index: this chunk no longer contains the pair
-                continue
-            f = freqs[i]
-            for p in zip(w, w[1:]):  # remove the chunk's old pairs ...
-                counts[p] -= f
-            for p in zip(new, new[1:]):  # ... and add its new ones
-                counts[p] = counts.get(p, 0) + f
-                if p[0] == new_id or p[1] == new_id:
-                    touched.add(p)
-                    s = where.get(p)
-                    if s is None:
-                        where[p] = {i}
-                    else:
-                        s.add(i)
-            words[i] = new
+        touched = _merge_everywhere(pair, 256 + len(merges) - 1, words, freqs, counts, where)
         del counts[pair]  # every occurrence was merged, and (a, b) can never reappear
         for p in touched:
             heappush(heap, (-counts[p], p))
@@ -180,46 +142,61 @@ def learn_merges(chunk_counts: dict[str, int] | Counter[str], num_merges: int,
     return merges
 
 
-class _ProgressLine:
-    """One line of training progress, redrawn in place, that ends as the final summary.
+def _multi_byte_chunks(chunk_counts: dict[str, int] | Counter[str]) -> tuple[list[list[int]], list[int]]:
+    """The distinct chunks as mutable lists of byte ids, with their frequencies; single-byte chunks have no pairs."""
+    words: list[list[int]] = []
+    freqs: list[int] = []
+    for chunk, f in chunk_counts.items():
+        b = chunk.encode("utf-8")
+        if len(b) > 1:
+            words.append(list(b))
+            freqs.append(f)
+    return words, freqs
 
-    In Jupyter / Colab the line is a display output updated through its handle, so
-    a saved notebook keeps the *final* line (never a frozen bar); on a terminal it
-    is redrawn with ``\\r`` on stderr and then replaced by the final line on stdout;
-    when stderr is not a terminal (a log file, CI) only the final line is printed.
-    Redraws are throttled to ``every_s`` seconds.
-    """
 
-    def __init__(self, every_s: float = 0.1) -> None:
-        self.every_s, self._last, self._handle = every_s, -1.0, None
-        self.notebook = in_notebook()
-        self.tty = not self.notebook and sys.stderr.isatty()
-
-    def show(self, text: str, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._last < self.every_s:
-            return
-        self._last = now
-        if self.notebook:
-            from IPython.display import Pretty, display
-
-            if self._handle is None:
-                self._handle = display(Pretty(text), display_id=True)
+def _index_pairs(words: list[list[int]], freqs: list[int]) -> tuple[dict[Pair, int], dict[Pair, set[int]]]:
+    """``pair -> total occurrences`` (weighted by chunk frequency) and ``pair -> indices of chunks that hold it``."""
+    counts: dict[Pair, int] = {}
+    where: dict[Pair, set[int]] = {}
+    for i, (w, f) in enumerate(zip(words, freqs)):
+        for p in zip(w, w[1:]):
+            counts[p] = counts.get(p, 0) + f
+            s = where.get(p)
+            if s is None:
+                where[p] = {i}
             else:
-                self._handle.update(Pretty(text))
-        elif self.tty:
-            sys.stderr.write("\r" + text + "\x1b[K")  # \x1b[K clears what a longer line left behind
-            sys.stderr.flush()
+                s.add(i)
+    return counts, where
 
-    def close(self, text: str) -> None:
-        """End with ``text``: the final state of the line in a notebook, else printed like ``verbose``."""
-        if self.notebook:
-            self.show(text, force=True)
-            return
-        if self.tty:
-            sys.stderr.write("\r\x1b[K")  # clear the live line
-            sys.stderr.flush()
-        print(text)
+
+def _merge_everywhere(pair: Pair, new_id: int, words: list[list[int]], freqs: list[int],
+                      counts: dict[Pair, int], where: dict[Pair, set[int]]) -> set[Pair]:
+    """Replace ``pair`` by ``new_id`` in every chunk that holds it, keeping ``counts`` and ``where`` up to date.
+
+    Only the chunks listed in ``where[pair]`` are touched. Returns the pairs with the
+    new id: the only ones whose count grew, which the caller pushes on its heap.
+    """
+    a, b = pair
+    touched: set[Pair] = set()
+    for i in where.pop(pair):
+        w = words[i]
+        new = merge_pair(w, a, b, new_id)
+        if len(new) == len(w):  # stale index: this chunk no longer contains the pair
+            continue
+        f = freqs[i]
+        for p in zip(w, w[1:]):  # remove the chunk's old pairs ...
+            counts[p] -= f
+        for p in zip(new, new[1:]):  # ... and add its new ones
+            counts[p] = counts.get(p, 0) + f
+            if p[0] == new_id or p[1] == new_id:
+                touched.add(p)
+                s = where.get(p)
+                if s is None:
+                    where[p] = {i}
+                else:
+                    s.add(i)
+        words[i] = new
+    return touched
 
 
 def _count_summary(n_chars: int, chunks: Counter[str], seconds: float) -> str:
@@ -281,16 +258,17 @@ class BPETokenizer(Tokenizer):
 
         ``vocab_size`` counts the 256 bytes, the merges and ``<|endoftext|>``.
         Occurrences of ``<|endoftext|>`` in the training text are treated as boundaries.
-        ``verbose`` prints one summary line at the end. ``progress`` shows a live line
-        instead (characters read, then each merge and the token it made) that ends as
-        that summary: worth it when the text streams from the network.
+        ``verbose`` prints one summary line at the end. ``progress`` shows a progress
+        bar instead (characters read, then the merges with the token each made; see
+        ``progress.ProgressBar``) that ends as that summary line: worth it when the
+        text streams from the network.
         """
         if not isinstance(vocab_size, int) or vocab_size < 257:
             raise ValueError(
                 f"vocab_size ({vocab_size}) must be at least 257 for byte-level BPE: 256 byte tokens + "
                 "<|endoftext|> (+ one per merge); e.g. vocab_size=1024 learns 767 merges"
             )
-        line = _ProgressLine() if progress else None
+        bar = ProgressBar(desc="BPETokenizer: reading text", unit=" characters", unit_scale=True) if progress else None
         n_chars = 0
         t0 = time.perf_counter()
 
@@ -298,9 +276,8 @@ class BPETokenizer(Tokenizer):
             nonlocal n_chars
             for t in iter_texts(texts):
                 n_chars += len(t)
-                if line is not None:
-                    line.show(f"BPETokenizer: reading text, {n_chars / 1e6:.2f} M characters "
-                              f"({time.perf_counter() - t0:.1f} s)")
+                if bar is not None:
+                    bar.update(len(t))
                 yield from t.split(EOT)
 
         chunks = count_chunks(pieces(), pattern)
@@ -311,13 +288,14 @@ class BPETokenizer(Tokenizer):
         num_merges = vocab_size - 257
         vocab = [bytes([i]) for i in range(256)]
 
-        def on_merge(k: int, pair: Pair) -> None:
+        def on_merge(k: int, pair: Pair) -> None:  # the progress bar shows each merge and the token it made
             vocab.append(vocab[pair[0]] + vocab[pair[1]])
-            line.show(f"BPETokenizer: {counted} | merge {k + 1}/{num_merges}: "
-                      f"{vocab[-1].decode('utf-8', 'replace')!r} ({time.perf_counter() - t1:.1f} s)",
-                      force=k + 1 == num_merges)
+            bar.set_postfix({"token": repr(vocab[-1].decode("utf-8", "replace"))}, refresh=False)
+            bar.update(1)
 
-        merges = learn_merges(chunks, num_merges, on_merge if line is not None else None)
+        if bar is not None:
+            bar.reset(num_merges, desc="BPETokenizer: merges", unit=" merges")
+        merges = learn_merges(chunks, num_merges, on_merge if bar is not None else None)
         if len(merges) < num_merges:
             warnings.warn(
                 f"the training text only supports {len(merges)} merges (asked for {num_merges}): "
@@ -326,8 +304,8 @@ class BPETokenizer(Tokenizer):
             )
         tok = cls(merges, pattern)
         summary = f"BPETokenizer: {counted}, {len(merges)} merges in {time.perf_counter() - t1:.1f} s"
-        if line is not None:
-            line.close(summary)
+        if bar is not None:
+            bar.close(summary)  # the bar gives way to the summary line
         elif verbose:
             print(summary)
         return tok

@@ -17,7 +17,7 @@ import math
 import time
 from typing import Any
 
-from ..progress import in_notebook
+from ..progress import ProgressBar, in_notebook
 
 
 def _fmt_rate(x: float) -> str:
@@ -74,18 +74,8 @@ class Monitor:
         self.mode, self.log_interval, self.plot_every_s = mode, max(1, log_interval), plot_every_s
         self.bar = self.fig = self.handle = None
         self._last_plot = 0.0
-        self.bar_handle = None
-        if mode == "notebook":
-            try:  # a widget bar, shown through our own display handle (see close())
-                from IPython.display import display
-                from tqdm.notebook import tqdm
-
-                self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, display=False)
-                self.bar_handle = display(self.bar.container, display_id=True)
-            except ImportError:  # no ipywidgets: a text bar
-                from tqdm.std import tqdm
-
-                self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+        if mode == "notebook":  # a widget bar that ends as its final line of text (progress.ProgressBar)
+            self.bar = ProgressBar(total, initial=initial, desc=desc, notebook=True)
 
     def step(self, history, *, step: int, loss: float, lr: float, tok_s: float, mfu: float | None,
              total: int | None) -> None:
@@ -140,12 +130,5 @@ class Monitor:
         if self.mode == "notebook":
             if history is not None:
                 self.plot(history)
-            if self.bar is not None:
-                final = str(self.bar)  # e.g. "train: 100%|...| 6966/6966 [06:23<00:00, loss=3.3, ...]"
+            if self.bar is not None:  # the widget becomes its final line, e.g. "train: 100%|...| 6966/6966 [...]"
                 self.bar.close()
-                if self.bar_handle is not None:
-                    # A saved notebook cannot show a widget's last state (GitHub and Colab would show
-                    # "0it"), so the bar is replaced by its final line, as text.
-                    from IPython.display import Pretty
-
-                    self.bar_handle.update(Pretty(final))
