@@ -71,6 +71,7 @@ def char(corpus: list[str]) -> CharTokenizer:
 
 
 # ----------------------------------------------------------------------------- BPE trainer
+@pytest.mark.slow
 def test_fast_trainer_matches_naive_reference_on_shakespeare() -> None:
     text = shakespeare(200_000)
     texts = [text[i : i + 50_000] for i in range(0, len(text), 50_000)]
@@ -378,7 +379,7 @@ def test_train_accepts_stream_documents_dicts() -> None:
 
 # ----------------------------------------------------------------------------- default tokenizer
 def test_default_tokenizer_trains_saves_then_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import minigpt_helpers.data.sources as data
+    import minigpt_helpers.tokenizers.train as tokenizer_training
 
     calls = []
 
@@ -386,7 +387,7 @@ def test_default_tokenizer_trains_saves_then_loads(monkeypatch: pytest.MonkeyPat
         calls.append((source, split))
         return iter([{"text": shakespeare(60_000), "source": "shakespeare"}])
 
-    monkeypatch.setattr(data, "stream_documents", fake_stream)
+    monkeypatch.setattr(tokenizer_training, "stream_documents", fake_stream)
     monkeypatch.setenv("MINIGPT_ARTIFACTS", str(tmp_path))
     monkeypatch.setenv("MINIGPT_QUICK", "1")
     from minigpt_helpers.tokenizers.train import default_tokenizer
