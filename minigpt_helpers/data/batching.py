@@ -40,7 +40,8 @@ import torch
 Texts = Iterable[Any]  # strings, or dicts with a "text" field (a datasets.IterableDataset)
 
 
-def _text(doc: Any) -> str:
+def doc_text(doc: Any) -> str:
+    """A document's text: the string itself, or a row's ``"text"``."""
     return doc["text"] if isinstance(doc, dict) else doc
 
 
@@ -76,10 +77,12 @@ def _continues(doc: Any, prev: Any) -> bool:
 def rows_from(docs: Texts, start_doc: int = 0, cursor: dict | None = None) -> Iterator[tuple[int, Any]]:
     """``(index, row)`` for each row of ``docs`` from ``start_doc`` on.
 
-    A source with an ``iter_from(n)`` method (e.g. ``.txt`` pieces) is asked to start
-    at row ``n``, so it need not even read the rows before; others are read and skipped.
-    ``cursor`` (the ``"cursor"`` of row ``n`` of a source whose rows carry one, e.g.
-    RedPajama's :class:`~minigpt_helpers.mixed_rows.MixedRows`) is passed on to ``iter_from``.
+    A source with an ``iter_from(n)`` method (the row protocol,
+    :class:`~minigpt_helpers.data.rows.DocumentRows`) is asked to start at row ``n``:
+    a seekable one (``.txt`` pieces, RedPajama) need not even read the rows before;
+    others are read and skipped. ``cursor`` (the ``"cursor"`` of row ``n`` of a source
+    whose rows carry one, e.g. RedPajama's :class:`~minigpt_helpers.data.mixed_rows.MixedRows`)
+    is passed on to ``iter_from``.
     """
     if start_doc and hasattr(docs, "iter_from"):  # a source that can seek: no re-reading
         rows = docs.iter_from(start_doc) if cursor is None else docs.iter_from(start_doc, cursor)
@@ -107,10 +110,10 @@ def cursor_of(row: Any) -> dict | None:
     return row.get("cursor") if isinstance(row, dict) else None
 
 
-def _row_tokens(docs: Texts, tokenizer, start_doc: int = 0,
+def row_tokens(docs: Texts, tokenizer, start_doc: int = 0,
                 cursor: dict | None = None) -> Iterator[tuple[int, list[int], Any]]:
     """:func:`document_tokens` with each row alongside: ``(index, ids, row)``."""
-    return mark_ends(((i, encode_text(tokenizer, _text(doc)), doc) for i, doc in rows_from(docs, start_doc, cursor)),
+    return mark_ends(((i, encode_text(tokenizer, doc_text(doc)), doc) for i, doc in rows_from(docs, start_doc, cursor)),
                      tokenizer.eot_id)
 
 
@@ -125,7 +128,7 @@ def document_tokens(docs: Texts, tokenizer, *, start_doc: int = 0) -> Iterator[t
     so a row's EOT is decided when the next row is seen. A literal
     "<|endoftext|>" inside a text is text, never the separator (see :func:`encode_text`).
     """
-    return ((i, ids) for i, ids, _ in _row_tokens(docs, tokenizer, start_doc))
+    return ((i, ids) for i, ids, _ in row_tokens(docs, tokenizer, start_doc))
 
 
 def pack_windows(docs: Texts, tokenizer, block_size: int) -> Iterator[list[int]]:
@@ -191,7 +194,7 @@ class PackedStream:
         self.seed = seed
         # (epoch, start_doc, cursor) -> (index, ids, row) of each row from start_doc on, EOTs placed: made
         # here, or the same by several worker processes (pipeline.ParallelTokens)
-        self.tokens = tokens or (lambda epoch, doc, cursor: _row_tokens(self.docs_for_epoch(epoch), self.tokenizer,
+        self.tokens = tokens or (lambda epoch, doc, cursor: row_tokens(self.docs_for_epoch(epoch), self.tokenizer,
                                                                         doc, cursor))
         self.pos = StreamPosition(**asdict(position)) if position else StreamPosition()
         self._chunk: list[list[int]] = []

@@ -13,12 +13,12 @@ every row carries a **cursor**: the state needed to start the stream at that row
     {"row": n, "mix": MixState.to_dict(), "offsets": {subset: byte offset of its next line}}
 
 :meth:`MixedRows.iter_from` ``(n, cursor)`` seeks each file to its offset and
-continues the mix from its saved :class:`~minigpt_helpers.mixing.MixState`: no byte
+continues the mix from its saved :class:`~minigpt_helpers.data.mixing.MixState`: no byte
 before the offsets is read again. The training stream saves the cursor of the
-row its current shuffle chunk starts at in its :class:`~minigpt_helpers.batching.StreamPosition`.
+row its current shuffle chunk starts at in its :class:`~minigpt_helpers.data.batching.StreamPosition`.
 
-The rows are those of :func:`minigpt_helpers.data.redpajama`, in the same order
-(which reads through this class). Each file is hash-split on its own (a document
+:func:`minigpt_helpers.data.sources.redpajama` is the ``datasets`` view of these rows
+(:meth:`~minigpt_helpers.data.rows.DocumentRows.to_dataset`). Each file is hash-split on its own (a document
 is in validation when the hash of its text says so), then mixed by byte share.
 Without a cursor (an older checkpoint), ``iter_from(n)`` reads and skips ``n`` rows.
 """
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .mixing import MixState, mix_by_share
-from .rows import JSONL_HINT, is_validation
+from .rows import JSONL_HINT, DocumentRows, is_validation, row_index
 
 
 def _open(url: str):
@@ -43,13 +43,17 @@ def _open(url: str):
     return fs.open(path=path, mode="rb")
 
 
-class MixedRows:
+class MixedRows(DocumentRows):
     """The rows of one split of the RedPajama files ``names`` under ``base``, mixed by byte share.
 
-    Iterable (from the start) and seekable (:meth:`iter_from`); it pickles, so a
-    spawned ``DataLoader`` worker can read it. Each row is
-    ``{"text", "source", "cursor"}``.
+    A :class:`~minigpt_helpers.data.rows.DocumentRows`: iterable (from the start) and
+    seekable (:meth:`iter_from` with a cursor); it pickles, so a spawned
+    ``DataLoader`` worker can read it. Each row is ``{"text", "source", "cursor"}``.
+    Its ``datasets`` view is one stream (no shards): shuffling the file order or
+    splitting files between workers would cut the one mix into independent pieces.
     """
+
+    seekable = True
 
     def __init__(self, base: str, names: tuple[str, ...], split: str, seed: int, files: dict[str, str],
                  weights: dict[str, float]) -> None:
@@ -80,13 +84,9 @@ class MixedRows:
                 offsets[name] = at  # before the yield: the mixer has taken this row when it gets it
                 yield {"text": text, "source": f"redpajama/{name}"}
 
-    def __iter__(self) -> Iterator[dict]:
-        return self.iter_from(0)
-
     def iter_from(self, n: int, cursor: dict[str, Any] | None = None) -> Iterator[dict]:
         """Rows ``n, n+1, ...``: by seeking when ``cursor`` is row ``n``'s, else by reading and skipping ``n``."""
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        n = row_index(n)
         if cursor is not None and cursor.get("row") != n:
             raise ValueError(f"the cursor is for row {cursor.get('row')}, not row {n}")
         if cursor is not None:

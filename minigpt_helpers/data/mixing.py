@@ -149,7 +149,7 @@ def mix_by_share(streams: Mapping[str, Iterable[dict]], targets: Mapping[str, fl
         (checking their count and bytes, so changed data fails loudly): cheap
         for local files, a re-read for remote ones; unless ``positioned``.
     positioned: the streams already start after the documents ``state`` counts
-        (they were opened at saved byte offsets: see :mod:`minigpt_helpers.mixed_rows`),
+        (they were opened at saved byte offsets: see :mod:`minigpt_helpers.data.mixed_rows`),
         so nothing is skipped.
     on_exhausted: called as ``on_exhausted(name, state)`` when a subset runs out
         (its documents and bytes are in ``state``). By default a subset that runs

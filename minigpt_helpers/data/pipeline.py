@@ -2,7 +2,7 @@
 
 Tokenizing, packing and shuffling (batching.py) are pure Python: done in the
 training loop they stall every step, and on a GPU the GPU waits for the CPU. So
-:class:`BackgroundBatches` runs the very same :func:`~minigpt_helpers.batching.train_batches`
+:class:`BackgroundBatches` runs the very same :func:`~minigpt_helpers.data.batching.train_batches`
 in a worker process of a ``torch.utils.data.DataLoader``, behind a bounded queue
 of ``prefetch`` ready batches:
 
@@ -33,7 +33,7 @@ the tokenizing over ``n`` worker processes (``TrainConfig(data_workers=n)``,
 ``n >= 2``): the rows are cut into groups of about ``GROUP_CHARS`` characters,
 worker ``k`` tokenizes groups ``k, k + n, ...`` and the ``DataLoader`` hands them
 back in order, so the training process gets exactly the tokens of
-:func:`~minigpt_helpers.batching.document_tokens` and packs and shuffles them
+:func:`~minigpt_helpers.data.batching.document_tokens` and packs and shuffles them
 itself (list slicing: cheap). The batches, their positions and resuming are
 those of the one-process path, batch for batch. Every worker reads every row
 (to cut the same groups) but tokenizes only its own: cheap for local files, but
@@ -54,10 +54,10 @@ import torch
 from .batching import (
     StreamPosition,
     Texts,
-    _row_tokens,
-    _text,
+    doc_text,
     encode_text,
     mark_ends,
+    row_tokens,
     rows_from,
     train_batches,
 )
@@ -194,7 +194,7 @@ class BackgroundBatches:
 
 # ---------------------------------------------------------------------------- several tokenizing workers
 def _meta(doc: Any) -> dict[str, Any] | None:
-    """What :func:`~minigpt_helpers.batching.mark_ends` needs of a row (not its text)."""
+    """What :func:`~minigpt_helpers.data.batching.mark_ends` needs of a row (not its text)."""
     if not isinstance(doc, dict):
         return None
     return {"continues": doc.get("continues"), "source": doc.get("source"), "cursor": doc.get("cursor")}
@@ -220,7 +220,7 @@ class _TokenGroups(torch.utils.data.IterableDataset):
         try:
             g, chars, rows = 0, 0, []
             for i, doc in rows_from(self.docs, self.start, self.cursor):
-                text = _text(doc)
+                text = doc_text(doc)
                 if g % self.workers == mine:
                     rows.append((i, text, _meta(doc)))
                 chars += len(text)
@@ -254,7 +254,7 @@ class ParallelTokens:
             return self._rows(iter(loader))
         except (pickle.PicklingError, AttributeError, TypeError) as e:  # spawn could not pickle the data
             print(f"[minigpt] data: tokenizing in the training process ({type(e).__name__}: {e})")
-            return _row_tokens(self.docs_for_epoch(epoch), self.tokenizer, start, cursor)
+            return row_tokens(self.docs_for_epoch(epoch), self.tokenizer, start, cursor)
 
     def _rows(self, it):
         """The groups back in order, as rows; the workers stop when this generator is closed or ends."""

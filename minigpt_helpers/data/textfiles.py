@@ -17,23 +17,24 @@ validation) is read as consecutive *pieces*:
   the pieces of both splits, joined, are exactly the file's text as
   ``open(path, encoding="utf-8-sig", errors="replace").read()`` gives it: a
   leading byte-order mark dropped, ``"\\r\\n"`` and ``"\\r"`` read as ``"\\n"``.
-  (Invalid bytes become U+FFFD as before; only a boundary inside a run of them
-  could change how many.)
+  (Invalid bytes become U+FFFD; only a boundary inside a run of them could
+  change how many.)
 * **The split cut, by bytes.** The train/validation cut is at 90 % of the
   file's *bytes* (after a byte-order mark), moved to the next line break within
   ``CUT_LOOKAHEAD_BYTES`` (else to the next character boundary), found with a
-  few small reads. Before, the whole text was read and cut at 90 % of its
-  *characters*. For ASCII text the two agree; where multi-byte characters are
-  spread unevenly they differ: validation is now 10 % of the bytes, e.g. for a
-  file whose first half is Chinese (3 bytes a character) and second half
-  English, 20 % of the characters (before: 10 %). Same file, same cut, always.
+  few small reads, never by reading the whole text to count its *characters*.
+  For ASCII text bytes and characters agree; where multi-byte characters are
+  spread unevenly they differ: validation is 10 % of the bytes, e.g. for a file
+  whose first half is Chinese (3 bytes a character) and second half English,
+  20 % of the characters. Same file, same cut, always.
 * **Flat memory.** One piece (about ``block_bytes`` plus the look-ahead) is held at
   a time, whatever the size of the file.
 
-:class:`TextFilePieces` gives the rows of one split of a list of files (what
-:func:`minigpt_helpers.data.local_files` yields for them, unshuffled) as an
-iterable that pickles and seeks: ``iter_from(n)`` starts at row ``n`` from the
-earlier files' piece counts (a few small reads each) and one seek.
+:class:`TextFilePieces` gives the rows of one split of a list of files as a
+:class:`~minigpt_helpers.data.rows.DocumentRows` that pickles and seeks:
+``iter_from(n)`` starts at row ``n`` from the earlier files' piece counts (a few
+small reads each) and one seek. It is the one reader of ``.txt`` files: training
+reads it, and :func:`minigpt_helpers.data.sources.local_files` is its ``datasets`` view.
 
 Pieces are consecutive parts of one document: a consumer must not put an
 ``<|endoftext|>`` between them (:mod:`minigpt_helpers.data` marks every piece
@@ -52,17 +53,17 @@ token or two may then differ at that boundary, once per ~``BLOCK_BYTES``.
 from __future__ import annotations
 
 import codecs
-import operator
 import os
 import re
-from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO, NamedTuple
+
+from .rows import VAL_FRACTION, DocumentRows, row_index
 
 BLOCK_BYTES = 1 << 16  # the grid of pieces: one piece starts near every BLOCK_BYTES bytes of a split
 LOOKAHEAD_BYTES = 1 << 14  # how far past a grid offset a piece boundary looks for a break
 CUT_LOOKAHEAD_BYTES = 1 << 12  # how far past 90 % of the file the train/validation cut looks for a line break
 MIN_BLOCK_BYTES = 8  # a boundary stays inside its block (a character moves it up to 3 bytes): tiny blocks for tests
-VAL_FRACTION = 0.10  # the last 10 % of each file validates (minigpt_helpers.data passes its own)
 
 _BOM = codecs.BOM_UTF8
 _PARAGRAPH = re.compile(rb"\n(?:[ \t\r\f\v]*\n)+")  # a line break, then one or more blank lines
@@ -231,16 +232,15 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-class TextFilePieces:
+class TextFilePieces(DocumentRows):
     """The rows of one split of ``.txt`` files, file by file, piece by piece: iterable, picklable, seekable.
 
-    Each row is ``{"text", "source", "continues", "piece"}``: ``source`` is the
-    file's name, ``continues`` is True for every piece after the first of its
-    file, ``piece`` is the piece's index in its file's split. The ``text`` /
-    ``source`` / ``continues`` columns are exactly the rows that
-    :func:`minigpt_helpers.data.local_files` yields for the same ``.txt`` files
-    and split, unshuffled: a split that holds only whitespace gives no row, and
-    otherwise every piece of it is a row (leading blank pieces included).
+    A :class:`~minigpt_helpers.data.rows.DocumentRows`. Each row is
+    ``{"text", "source", "continues", "piece"}``: ``source`` is the file's name,
+    ``continues`` is True for every piece after the first of its file, ``piece`` is
+    the piece's index in its file's split (the ``datasets`` view drops it). A split
+    that holds only whitespace gives no row, and otherwise every piece of it is a
+    row (leading blank pieces included).
 
     * ``iter(rows)`` reads all of them again, from the start, every time.
     * ``rows.iter_from(n)`` yields rows ``n, n + 1, ...`` reading only what they
@@ -248,14 +248,15 @@ class TextFilePieces:
       reads per file, done once and cached) and seeks to it, so resuming deep
       into a 1 GB file costs a few MB of reads, not the 1 GB before it.
     * ``len(rows)`` is the number of rows (the same cached counts).
-    * ``set_epoch(epoch)`` does nothing (the order is fixed); the batching code calls it when present.
 
     It holds paths and numbers only (no open file), so it pickles, e.g. to a
     ``DataLoader`` worker. ``block_bytes`` (default ``BLOCK_BYTES``, read once
-    here) and ``val_fraction`` are as for :func:`iter_text_pieces`; pass
-    ``minigpt_helpers.data.VAL_FRACTION`` to match ``local_files``. Cached counts
+    here) and ``val_fraction`` are as for :func:`iter_text_pieces`. Cached counts
     are recomputed for a file whose size or modification time changed.
     """
+
+    columns = ("text", "source", "continues")
+    seekable = True
 
     def __init__(self, files: str | os.PathLike | list[str | os.PathLike] | tuple[str | os.PathLike, ...],
                  split: str = "train", *, block_bytes: int | None = None,
@@ -271,7 +272,7 @@ class TextFilePieces:
             path = os.fspath(p)
             if os.path.splitext(path)[1] != ".txt":
                 raise ValueError(f"{path} is not a .txt file: TextFilePieces reads plain .txt files "
-                                 "(read .jsonl/.json/.parquet files with minigpt_helpers.data.local_files)")
+                                 "(read .jsonl/.json/.parquet files with minigpt_helpers.data.sources.local_files)")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: no such file; pass paths of existing .txt files")
             paths.append(path)
@@ -320,21 +321,12 @@ class TextFilePieces:
         for p in iter_text_pieces(path, self.split, start, **self._kw()):
             yield {"text": p.text, "source": name, "continues": p.index > 0, "piece": p.index}
 
-    def __iter__(self) -> Iterator[dict]:
-        for i in range(len(self.files)):
-            yield from self._rows(i, 0)
+    def iter_from(self, n: int, cursor: dict[str, Any] | None = None) -> Iterator[dict]:
+        """Rows ``n, n + 1, ...`` (none past the end), reading only what they need (see the class).
 
-    def iter_from(self, n: int) -> Iterator[dict]:
-        """Rows ``n, n + 1, ...`` (none past the end), reading only what they need (see the class)."""
-        if isinstance(n, bool):
-            raise TypeError("n must be an integer row index, not a bool")
-        try:
-            n = operator.index(n)
-        except TypeError:
-            raise TypeError(f"n must be an integer row index, not {type(n).__name__}") from None
-        if n < 0:
-            raise ValueError(f"n must be >= 0 (a row index), got {n}")
-        return self._iter_from(n)
+        No cursor is needed (these rows carry none): row ``n`` is found from the piece counts.
+        """
+        return self._iter_from(row_index(n))
 
     def _iter_from(self, n: int) -> Iterator[dict]:
         i = 0
@@ -349,5 +341,9 @@ class TextFilePieces:
         for j in range(i + 1, len(self.files)):
             yield from self._rows(j, 0)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Nothing to do: the rows come in the same order every pass (present for the batching code)."""
+    def shards(self) -> tuple[str, ...]:
+        """The files: a ``datasets`` view may read them in any order (each one is its own document)."""
+        return self.files
+
+    def with_shards(self, shards: Sequence[str]) -> TextFilePieces:
+        return TextFilePieces(list(shards), self.split, block_bytes=self.block_bytes, val_fraction=self.val_fraction)

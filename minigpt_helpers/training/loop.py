@@ -145,27 +145,10 @@ def _dist() -> tuple[int, int, int]:
 
 
 def _docs_from(data: Any, split: str, seed: int, shuffle: bool):
-    """A source name/path -> its documents; anything else (list, dataset) as is.
+    """A source name/path -> its documents (seekable rows where the source can seek); anything else as is."""
+    from ..data.sources import training_documents
 
-    Your own ``.txt`` files come as seekable pieces (``data.text_pieces``): a
-    resume deep into a large file jumps straight to its piece instead of reading
-    everything before it. (They are not shuffled as rows: the window shuffle in
-    batching.py mixes them, as it always did for a text file, which was one row.)
-    RedPajama's training rows come the same way (``data.redpajama_rows``): each
-    carries a cursor, and a resume seeks every file to its byte offset. They are
-    not shuffled as rows either (a shuffle buffer would make row ``n`` depend on
-    the rows before it): the mix interleaves the subsets, the window shuffle the rest.
-    """
-    if isinstance(data, (str, os.PathLike)):
-        from ..data.sources import redpajama_rows, stream_documents, text_pieces
-
-        if str(data) == "redpajama" and split == "train":
-            return redpajama_rows(split, base=os.environ.get("MINIGPT_REDPAJAMA_BASE") or None, seed=seed)
-        pieces = text_pieces(str(data), split)
-        if pieces is not None:
-            return pieces
-        return stream_documents(str(data), split=split, shuffle=shuffle, seed=seed, verbose=False)
-    return data
+    return training_documents(data, split, seed, shuffle)
 
 
 @torch.no_grad()
