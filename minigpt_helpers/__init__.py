@@ -7,12 +7,13 @@ in wings, one per stage of the course; a wing imports only the wings below it.
     config.py               quick mode, the artifacts folder, seeding, the run summary
     progress.py             progress in Jupyter and on a terminal (the BPE trainer and train() share it)
     data/                   ch01: documents from RedPajama, offline Shakespeare or your own files; batches
-      rows.py                 the train/validation split every source shares; reading JSON Lines
+      rows.py                 the row protocol every source provides, the train/validation split; JSON Lines
       sources.py              stream_documents and the sources behind it; is the Hub reachable?
       textfiles.py            a .txt file of any size as seekable pieces
       mixing.py, mixed_rows.py  RedPajama's subsets mixed by byte share, resumably
       batching.py             documents -> tokens -> packed windows -> (x, y) batches
       pipeline.py             batches made in a background worker
+      examples.py             batches of fixed (not packed) examples: classification and chat finetuning
     tokenizers/             ch02: text <-> ids
       base.py                 the Tokenizer protocol, its registry, CharTokenizer, load_tokenizer
       bpe.py                  byte-level BPE from scratch
@@ -46,6 +47,7 @@ from .config import artifacts_dir, is_quick, machine, pick, run_summary, set_see
 from .data.sources import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, resolve_source, shakespeare_dir, stream_documents
 from .data.mixing import MixState, SubsetExhaustedWarning, mix_by_share
 from .data.batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
+from .data.examples import ExampleSource
 # --- tokenizers (chapter 02) ---
 from .tokenizers.base import EOT, CharTokenizer, Tokenizer, load_tokenizer
 from .tokenizers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
@@ -89,7 +91,7 @@ from .finetune.lora import (
     remove_lora,
     unmerge_lora,
 )
-from .finetune.classify import ExampleSource, GPTClassifier, accuracy, classification_source, majority_accuracy
+from .finetune.classify import GPTClassifier, accuracy, classification_source, majority_accuracy
 from .finetune.chat import (
     CHAT_TOKENS,
     ChatSession,

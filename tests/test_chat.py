@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tiny_chat import CHARS, GREETINGS, convo, tiny_model
 
 from minigpt_helpers import GPT, TrainConfig, load_checkpoint, load_tokenizer
+from minigpt_helpers.data.examples import IGNORE
 from minigpt_helpers.finetune.chat import (
     CHAT_TOKENS,
     ChatSession,
@@ -25,7 +26,6 @@ from minigpt_helpers.finetune.chat import (
     sft_example,
     sft_source,
 )
-from minigpt_helpers.finetune.classify import IGNORE
 from minigpt_helpers.finetune.lora import LoRAModel
 from minigpt_helpers.tokenizers.base import EOT, CharTokenizer
 from minigpt_helpers.tokenizers.bpe import BPETokenizer

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, find_checkpoint, load_checkpoint, set_seed, train
+from minigpt_helpers.data.examples import ExampleBatches
 from minigpt_helpers.finetune.classify import (
-    ExampleBatches,
     GPTClassifier,
     accuracy,
     classification_source,

@@ -23,8 +23,8 @@ marks them, and ``(x >= 0).sum(1) - 1`` is where each text ends.
 
 Training reuses :func:`~minigpt_helpers.training.train`, the same loop as
 pretraining (checkpoints, exact resume, live plot, Ctrl-C): the data is an
-:class:`ExampleSource` (a *batch source*: shuffled batches of fixed examples with a
-resumable position) and :meth:`GPTClassifier.forward` returns ``(logits, loss)``.
+:class:`~minigpt_helpers.data.examples.ExampleSource` (a *batch source*: shuffled batches of fixed
+examples with a resumable position) and :meth:`GPTClassifier.forward` returns ``(logits, loss)``.
 A checkpoint folder holds the backbone as an ordinary GPT (``model.safetensors`` +
 ``config.json`` + ``tokenizer/``, unmerged base weights) plus
 ``classifier.safetensors`` (head, LoRA matrices) and ``classifier.json``.
@@ -33,9 +33,7 @@ A checkpoint folder holds the backbone as an ordinary GPT (``model.safetensors``
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import StreamPosition, encode_text
-from ..training.device import autocast
+from ..data.batching import encode_text
+from ..data.examples import IGNORE, ExampleSource
 from .lora import (
     DEFAULT_TARGETS,
     add_lora,
@@ -54,116 +52,10 @@ from .lora import (
     wrapped_tokenizer,
 )
 
-IGNORE = -1  #: a target our GPT's loss skips (model.py: ``ignore_index=-1``); also "no token" in an input
 MODES = ("head", "last_blocks", "all", "lora")
 POOLINGS = ("last", "mean")
 CLASSIFIER_FILE = "classifier.safetensors"
 CLASSIFIER_CONFIG = "classifier.json"
-
-
-# ------------------------------------------------------------------------------ a batch source for train()
-class ExampleBatches:
-    """Endless shuffled batches of a fixed list of examples, for one rank of ``world_size``.
-
-    The position is a :class:`~minigpt_helpers.batching.StreamPosition` whose
-    ``epoch`` is the pass and ``doc`` the number of examples of that pass's
-    shuffled order already used: a checkpoint stores it, and a resumed run gets
-    exactly the batches it would have had. Each step uses ``world_size * batch_size``
-    examples (rank ``r`` takes rows ``r*B:(r+1)*B``); a pass's tail shorter than
-    that is skipped, so every batch is full.
-    """
-
-    def __init__(self, examples: Sequence[Any], collate: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
-                 batch_size: int, *, seed: int = 0, position: StreamPosition | dict | None = None, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu") -> None:
-        if len(examples) < batch_size * world_size:
-            raise ValueError(f"only {len(examples)} training examples for a batch of {batch_size * world_size}: "
-                             "use a smaller batch_size or more examples")
-        self.examples, self.collate, self.batch_size = examples, collate, batch_size
-        self.seed, self.rank, self.world_size, self.device = seed, rank, world_size, torch.device(device)
-        if isinstance(position, dict):
-            position = StreamPosition.from_dict(position)
-        self.pos = StreamPosition(**asdict(position)) if position else StreamPosition()
-        self._order: tuple[int, list[int]] | None = None
-
-    def order(self, epoch: int) -> list[int]:
-        """The shuffled order of the examples in pass ``epoch`` (a function of seed and epoch only)."""
-        if self._order is None or self._order[0] != epoch:
-            idx = list(range(len(self.examples)))
-            random.Random(f"{self.seed}/{epoch}").shuffle(idx)
-            self._order = (epoch, idx)
-        return self._order[1]
-
-    def __iter__(self) -> ExampleBatches:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        need = self.batch_size * self.world_size
-        if self.pos.doc + need > len(self.examples):  # the pass is used up: start the next one
-            self.pos = StreamPosition(self.pos.epoch + 1, 0, 0, 0)
-        start = self.pos.doc + self.rank * self.batch_size
-        rows = self.order(self.pos.epoch)[start: start + self.batch_size]
-        self.pos.doc += need
-        x, y = self.collate([self.examples[i] for i in rows])
-        return x.to(self.device), y.to(self.device)
-
-    def position(self) -> StreamPosition:
-        """Where the next batch starts (a copy: safe to store in a checkpoint)."""
-        return StreamPosition(**asdict(self.pos))
-
-    def close(self) -> None:
-        """Nothing to stop: batches are made in the training loop (train() calls it for every source)."""
-
-
-class ExampleSource:
-    """Fixed training and validation examples, batched by ``collate``: a *batch source* for ``train()``.
-
-    ``collate(list_of_examples) -> (x, y)`` makes one batch; the model's
-    ``forward(x, y)`` returns ``(logits, loss)``. :meth:`evaluate` is the mean loss
-    over the first ``eval_examples`` validation examples (all by default; the same
-    ones every time, so curves compare), each target counted once: rows for a
-    label, or the targets that are not :data:`IGNORE` for text.
-    """
-
-    def __init__(self, train: Sequence[Any], validation: Sequence[Any],
-                 collate: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
-                 eval_examples: int | None = None) -> None:
-        if not train:
-            raise ValueError("no training examples: the source needs at least one batch of them")
-        self.train, self.collate = list(train), collate
-        self.validation = list(validation)[:eval_examples] if eval_examples else list(validation)
-
-    def batches(self, batch_size: int, *, seed: int = 0, position: StreamPosition | dict | None = None,
-                rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> ExampleBatches:
-        return ExampleBatches(self.train, self.collate, batch_size, seed=seed, position=position, rank=rank,
-                              world_size=world_size, device=device)
-
-    def val_batches(self, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(self.validation), batch_size):
-            yield self.collate(self.validation[i: i + batch_size])
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batch_size: int, device: torch.device | str,
-                 precision: str = "fp32") -> float | None:
-        """Mean validation loss (dropout off), or None without validation examples."""
-        if not self.validation:
-            return None
-        device = torch.device(device)
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        try:
-            for x, y in self.val_batches(batch_size):
-                n = int((y != IGNORE).sum())
-                if n == 0:
-                    continue
-                with autocast(device, precision):
-                    _, loss = model(x.to(device), y.to(device))
-                total += loss.item() * n
-                count += n
-        finally:
-            model.train(was_training)
-        return total / count if count else None
 
 
 # ------------------------------------------------------------------------------ the classifier
