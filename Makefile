@@ -3,6 +3,7 @@
 #
 #   make lab      JupyterLab on notebooks/           (full-size chapters)
 #   make test     ruff + unit tests + every notebook under nbval, in quick mode, offline
+#   make test-fast  ruff + the unit tests not marked slow (or large): a few minutes, no notebooks
 #   make test-browser  chapter 05 in JupyterLab, driven by headless Chromium (Playwright):
 #                 the live plot and progress bar as a learner sees them (needs Chromium; see below)
 #   make bench    the `large` tests, then benchmarks/ -> table of side-by-side ratios, written to BENCHMARKS.md
@@ -24,7 +25,7 @@ STAMP      := $(VENV)/.installed
 # Offline, fast, deterministic: what CI and `make test` run.
 TEST_ENV   := MINIGPT_QUICK=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab test test-browser lint unit notebooks bench bench-quick gpu-check clean execute
+.PHONY: setup lab test test-fast test-browser lint unit notebooks bench bench-quick gpu-check clean execute
 
 setup: $(STAMP)
 
@@ -53,6 +54,12 @@ notebooks: setup
 test: setup
 	$(MAKE) --no-print-directory lint
 	$(TEST_ENV) $(PY) -m pytest -q tests --ignore=tests/browser --nbval-lax --nbval-cell-timeout=600 notebooks
+
+# The inner loop while editing: subprocess runs, long training and builds are marked `slow`
+# (pyproject.toml) and left to `make test`, which runs everything.
+test-fast: setup
+	$(MAKE) --no-print-directory lint
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow and not large" tests --ignore=tests/browser
 
 # A real browser (tests/browser/): JupyterLab on 127.0.0.1 runs chapter 05 in quick mode while
 # headless Chromium watches; screenshots and logs go to artifacts/browser/. Installs what it

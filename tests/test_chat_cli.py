@@ -26,6 +26,7 @@ def run_chat(checkpoint: Path, stdin: str) -> subprocess.CompletedProcess:
                           input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=180)
 
 
+@pytest.mark.slow
 def test_a_scripted_conversation(chat_dir):
     proc = run_chat(chat_dir, "hi\nbye\n\n/reset\n   \nhi\n/what\n/quit\nhi\n")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -84,6 +84,7 @@ def test_pooling_is_blind_to_padding():
     assert torch.allclose(model.features(x)[0], alone[-1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_classifier_learns_with_the_training_loop_and_beats_the_majority():
     model, source, cfg = tiny_classifier("all", steps=24, lr=3e-3, eval_interval=12)
     _, majority = majority_accuracy([LABELS[y] for _, y in source.train], [LABELS[y] for _, y in source.validation])
@@ -108,6 +109,7 @@ train(model, source, cfg, out_dir={out!r}, live="off", callback=die)
 """
 
 
+@pytest.mark.slow
 def test_classification_resumes_exactly_after_kill_9(tmp_path):
     model, source, cfg = tiny_classifier("lora", steps=8, checkpoint_every=4)
     straight = train(model, source, cfg, live="off")

@@ -26,6 +26,7 @@ def play(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_resume_generate(play, tmp_path, capsys):
     out = tmp_path / "run"
     # the real entry point, in a fresh interpreter

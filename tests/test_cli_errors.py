@@ -190,6 +190,7 @@ def test_debug_variable_gives_the_traceback(tmp_path, monkeypatch):
         main(train_args(tmp_path / "missing.txt", tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_entry_point_prints_one_line_and_exits_2(run_dir, tmp_path):
     truncate(run_dir / "ckpt-0000002" / "model.safetensors")
     env = {k: v for k, v in os.environ.items() if k != "MINIGPT_DEBUG"}

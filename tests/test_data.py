@@ -354,6 +354,7 @@ def test_reachable_hub_is_detected(online_env):
         srv.shutdown()
 
 
+@pytest.mark.slow
 def test_fresh_process_without_offline_variables_falls_back_in_seconds(silent_host):
     """The README's promise, in a fresh interpreter, against a host that never answers."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}

@@ -27,11 +27,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from minigpt_helpers import find_checkpoint
 
+pytestmark = pytest.mark.slow  # every test starts torchrun with two processes
 TEXT = "".join(f"Scene {i}. To be, or not to be, that is the question.\n" * 3 for i in range(60))
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -212,6 +212,7 @@ for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().item
 
 
 @pytest.mark.parametrize("part", sorted(_PARTS))
+@pytest.mark.slow
 def test_save_and_load_with_non_ascii_in_a_non_utf8_locale(part, tmp_path):
     import minigpt_helpers
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # every test runs benchmarks/gpu_check.py in a subprocess
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 SECTIONS = ("## 1. Precision and compile decisions", "## 2. Short training runs", "## 3. Resume on the device",
             "## 4. Attention (SDPA) backend", "## 5a. Measured matmul peak", "## 5b. Throughput and MFU",

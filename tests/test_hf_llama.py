@@ -156,6 +156,7 @@ def _random_weight_model(config, vocab_used: int):
     return hf
 
 
+@pytest.mark.slow
 def test_smollm2_shaped_model_loads_from_a_folder_and_generates_with_the_kv_cache(tmp_path, local_hf_tokenizer):
     """What load_open_weights("HuggingFaceTB/SmolLM2-135M") does online, on a local random-weight twin."""
     hf_tok = local_hf_tokenizer

@@ -69,6 +69,7 @@ def test_iter_from_a_cursor_continues_exactly_reading_only_what_follows(imitatio
         next(data.redpajama_rows("train", base=str(imitation)).iter_from(6, rows[5]["cursor"]))
 
 
+@pytest.mark.slow
 def test_training_on_redpajama_resumes_exactly_from_the_saved_cursor(imitation, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (False, "offline in this test"))
     texts = [r["text"] for r in data.redpajama_rows("train", base=str(imitation))]

@@ -28,6 +28,7 @@ STEPS = 300
 PAIRS = [("Say hello.", "Hello."), ("Say the research.", "The research shows."), ("Say goodbye.", "Goodbye.")]
 
 
+@pytest.mark.slow
 def test_lora_sft_of_an_open_weight_llama_on_streamed_conversations(tmp_path, monkeypatch, local_hf_tokenizer):
     hf_tok = local_hf_tokenizer  # tests/conftest.py: 300 ids, <|endoftext|> = 0
     config = transformers.LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=176, num_hidden_layers=2,

@@ -65,6 +65,7 @@ def _model():
                               shuffle_windows=16, device="cpu")
 
 
+@pytest.mark.slow
 def test_the_worker_ignores_ctrl_c_and_sigterm_and_stops_with_training(tmp_path):
     model, cfg = _model()
     during = []
@@ -99,6 +100,7 @@ def test_the_workers_stop_on_an_error(workers):
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.slow
 def test_in_loop_batches_train_identically():
     a, cfg = _model()
     ra = train(a, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6}), live="off")
@@ -108,6 +110,7 @@ def test_in_loop_batches_train_identically():
 
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])
+@pytest.mark.slow
 def test_a_shuffled_datasets_stream_gives_the_same_batches_in_a_worker(monkeypatch, start):
     # datasets shards and orders a stream differently when it sees a DataLoader worker; and
     # macOS and Windows start workers with "spawn", so the stream must pickle (no lambdas in it)
@@ -162,6 +165,7 @@ def test_parallel_tokenizers_give_the_same_batches_and_positions(monkeypatch, tm
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.slow
 def test_parallel_tokenizers_train_identically_and_stop_with_training(monkeypatch):
     a, cfg = _model()
     ra = train(a, DOCS, TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6, "data_workers": 0}), live="off")

@@ -230,6 +230,7 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux (bytes on macOS)")
+@pytest.mark.slow
 def test_a_large_file_streams_in_flat_memory(tmp_path):
     """Reading all of a 40 MB file raises the peak RSS by a few blocks: whole, it would take > 40 MB."""
     block = 1 << 16  # textfiles.BLOCK_BYTES (spelt out: the test must also run where it does not exist)

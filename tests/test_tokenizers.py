@@ -72,6 +72,7 @@ def char(corpus: list[str]) -> CharTokenizer:
 
 # ----------------------------------------------------------------------------- BPE trainer
 @pytest.mark.slow
+@pytest.mark.slow
 def test_fast_trainer_matches_naive_reference_on_shakespeare() -> None:
     text = shakespeare(200_000)
     texts = [text[i : i + 50_000] for i in range(0, len(text), 50_000)]

@@ -99,6 +99,7 @@ train(model, DOCS, cfg, val_data=VAL, out_dir={out!r}, live="off", callback=die)
 """
 
 
+@pytest.mark.slow
 def test_exact_resume_after_kill_9(tmp_path):
     model, cfg = tiny_run(steps=8, checkpoint_every=4)
     straight = train(model, DOCS, cfg, val_data=VAL, live="off")
@@ -192,6 +193,7 @@ print("stopped", r.stop_reason, r.step)
 """
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_exits_0(tmp_path):
     code = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
@@ -235,6 +237,7 @@ def test_second_ctrl_c_never_saves_a_half_counted_step(tmp_path):
             assert torch.equal(saved[k], v), k
 
 
+@pytest.mark.slow
 def test_checkpoint_at_every_evaluation_by_default(tmp_path):
     model, cfg = tiny_run(steps=12, eval_interval=4)
     assert cfg.checkpoint_every is None
@@ -248,6 +251,7 @@ def test_checkpoint_at_every_evaluation_by_default(tmp_path):
     assert found[9].name == "ckpt-0000008"  # a crash now would lose at most eval_interval steps
 
 
+@pytest.mark.slow
 def test_an_error_saves_the_last_complete_step_and_names_it(tmp_path):
     model, cfg = tiny_run(steps=50)
 
@@ -261,6 +265,7 @@ def test_an_error_saves_the_last_complete_step_and_names_it(tmp_path):
     assert any("ckpt-0000003" in note for note in getattr(err.value, "__notes__", [])) or sys.version_info < (3, 11)
 
 
+@pytest.mark.slow
 def test_out_of_memory_names_the_fix_and_a_half_update_is_never_saved(tmp_path, capsys):
     model, cfg = tiny_run(steps=50, checkpoint_every=2)
     calls = []
@@ -282,6 +287,7 @@ def test_out_of_memory_names_the_fix_and_a_half_update_is_never_saved(tmp_path, 
     assert find_checkpoint(tmp_path).name == "ckpt-0000002"  # the last consistent one, untouched
 
 
+@pytest.mark.slow
 def test_a_compiled_model_trains_saves_and_resumes_without_compiling_twice(tmp_path, monkeypatch):
     straight, cfg = tiny_run(steps=6, checkpoint_every=3)
     train(straight, DOCS, cfg, val_data=VAL, live="off")
@@ -325,6 +331,7 @@ def test_auto_source_is_recorded_and_kept_on_resume(tmp_path, monkeypatch):
     assert json.loads((r3.checkpoint / "trainer.json").read_text(encoding="utf-8"))["data_source"] == "shakespeare"
 
 
+@pytest.mark.slow
 def test_text_files_train_from_seekable_pieces_and_resume_exactly(tmp_path):
     from minigpt_helpers.data.textfiles import TextFilePieces
     from minigpt_helpers.training.loop import _docs_from
