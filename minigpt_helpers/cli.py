@@ -330,11 +330,12 @@ def _say_result(result: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import set_seed
     from .model.gpt import GPT, GPTConfig
-    from .training.loop import PRESETS, _dist, train
+    from .training.distributed import dist_env
+    from .training.loop import PRESETS, train
 
     if args.out is None:  # checked here, not by argparse, so that `train --list-presets` needs no --out
         _usage_error("train needs --out DIR, the folder for its checkpoints and tokenizer")
-    rank, world, _ = _dist()
+    rank, world, _ = dist_env()
     main = rank == 0
     out: Path = args.out
     run = _read_run(out, strict=args.resume)

@@ -69,13 +69,30 @@ def test_optimizer_state_roundtrip_through_safetensors():
             assert torch.equal(torch.as_tensor(a["state"][i][k]), torch.as_tensor(b["state"][i][k]))
 
 
-def test_rng_roundtrip():
-    tensors, meta = ck.rng_state()
-    meta = json.loads(json.dumps(meta))
-    expected = (torch.rand(3), np.random.rand(3), random.random())
-    ck.set_rng_state(tensors, meta)
-    got = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+def test_no_rng_state_is_saved_and_an_older_checkpoint_with_one_still_loads(tmp_path):
+    # training re-seeds every step from (seed, rank, step), so a checkpoint holds no RNG state;
+    # one written by an older version (rng.safetensors, trainer.json's "rng") loads, those ignored
+    from safetensors.torch import save_file
+
+    model = _model()
+    opt = _trained_optimizer(model)
+    path = save_checkpoint(tmp_path, model, step=3, optimizer=opt, trainer={"note": "hi"})
+    assert not (path / "rng.safetensors").exists()
+    assert "rng" not in json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+    ckpt, state, optim = ck.load_training_state(tmp_path)
+    assert ckpt == path and state["step"] == 3
+
+    save_file({"torch": torch.get_rng_state()}, str(path / "rng.safetensors"))
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state["rng"] = {"numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+                    "python": [version, list(py_state), py_gauss]}
+    (path / "trainer.json").write_text(json.dumps(state), encoding="utf-8")
+    ckpt, again, optim_again = ck.load_training_state(tmp_path)
+    assert ckpt == path and again["step"] == 3 and again["note"] == "hi"
+    opt2 = make_optimizer(_model(), TrainConfig(), torch.device("cpu"))
+    opt2.load_state_dict(optim_again)
+    assert opt2.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
 
 
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

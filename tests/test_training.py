@@ -25,11 +25,12 @@ EXTRA = "Whether tis nobler in the mind to suffer"
 VAL = ["Scene 99. " + "To be, or not to be, that is the question. " * 4]
 
 
-def tiny_run(steps: int = 8, **over):
+def tiny_run(steps: int = 8, dropout: float = 0.0, **over):
     """A model and config small enough to train in a second (also used by the kill subprocess)."""
     tok = CharTokenizer.train(DOCS + VAL + [EXTRA])
     set_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32, bias=False))
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32, bias=False,
+                          dropout=dropout))
     model.tokenizer = tok
     kw = dict(batch_size=4, max_steps=steps, warmup_steps=2, lr=3e-3, min_lr=3e-4, eval_interval=4,
               eval_windows=8, shuffle_windows=16, device="cpu")
@@ -350,3 +351,53 @@ def test_text_files_train_from_seekable_pieces_and_resume_exactly(tmp_path):
     model2.tokenizer = straight.tokenizer
     b = train(model2, str(tmp_path / "play.txt"), cfg, out_dir=tmp_path / "run", resume=True, live="off")
     assert b.history.losses == a.history.losses
+
+
+def test_num_threads_holds_for_the_call_only():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, cfg = tiny_run(steps=2, num_threads=1, data_workers=0)
+        seen = []
+        train(model, DOCS, cfg, val_data=VAL, live="off", callback=lambda info: seen.append(torch.get_num_threads()))
+        assert seen == [1, 1]  # the setting applies during training ...
+        assert torch.get_num_threads() == 2  # ... and the process gets its own count back
+
+        def boom(info):
+            raise RuntimeError("a data error")
+
+        model, cfg = tiny_run(steps=2, num_threads=1, data_workers=0)
+        with pytest.raises(RuntimeError, match="a data error"):
+            train(model, DOCS, cfg, val_data=VAL, live="off", callback=boom)
+        assert torch.get_num_threads() == 2  # also when training raises
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_checkpoint_with_the_rng_files_of_older_versions_resumes_exactly(tmp_path):
+    # Older versions also saved the RNG states (rng.safetensors and trainer.json's "rng"), which a
+    # resume never needed: every step re-seeds from (seed, rank, step). Such a checkpoint still resumes.
+    import random
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    straight, cfg = tiny_run(steps=8, checkpoint_every=4, dropout=0.1)  # dropout: randomness to resume
+    a = train(straight, DOCS, cfg, val_data=VAL, live="off")
+    model, cfg = tiny_run(steps=8, checkpoint_every=4, dropout=0.1)
+    train(model, DOCS, cfg, val_data=VAL, out_dir=tmp_path, live="off", callback=lambda info: info["step"] == 4)
+    ckpt = find_checkpoint(tmp_path)
+    assert ckpt.name == "ckpt-0000004" and not (ckpt / "rng.safetensors").exists()
+    state = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
+    assert "rng" not in state
+    save_file({"torch": torch.get_rng_state()}, str(ckpt / "rng.safetensors"))  # what they wrote
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state["rng"] = {"numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+                    "python": [version, list(py_state), py_gauss]}
+    (ckpt / "trainer.json").write_text(json.dumps(state), encoding="utf-8")
+
+    model2, cfg2 = tiny_run(steps=8, checkpoint_every=4, dropout=0.1)
+    b = train(model2, DOCS, cfg2, val_data=VAL, out_dir=tmp_path, resume=True, live="off")
+    assert b.step == 8 and b.history.losses == a.history.losses  # bit for bit, dropout masks included
+    assert not (b.checkpoint / "rng.safetensors").exists()

@@ -9,9 +9,13 @@ Layout of a training output folder::
         config.json           GPTConfig      (GPT.save)
         tokenizer/            the tokenizer  (GPT.save)
         optimizer.safetensors AdamW moments  (tensors only)
-        rng.safetensors       torch (and CUDA) random-number-generator states
-        trainer.json          step, time, data position, Python/NumPy RNG, TrainConfig, history,
+        trainer.json          step, time, data position, TrainConfig, history,
                               and the optimizer's hyper-parameters
+
+**No random-number-generator state.** Training re-seeds torch at every step from
+(seed, rank, step) (``distributed.step_seed``), so a resume is exact without it.
+A checkpoint written with an ``rng.safetensors`` and an ``"rng"`` entry in
+``trainer.json`` still loads: those are ignored.
 
 **Atomic.** A checkpoint is written into a hidden temporary folder, flushed to
 disk, renamed into place, and only then does ``latest`` (rewritten through a
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -47,37 +50,6 @@ LATEST = "latest"
 PREFIX = "ckpt-"
 TRAINER_FILE = "trainer.json"
 OPTIM_FILE = "optimizer.safetensors"
-RNG_FILE = "rng.safetensors"
-
-
-# ------------------------------------------------------------------------------ RNG state
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """All random-number-generator states: (tensors for safetensors, JSON-able rest)."""
-    import numpy as np
-
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda.{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, state, py_gauss = random.getstate()
-    meta = {"numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-            "python": [version, list(state), py_gauss]}
-    return tensors, meta
-
-
-def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured (CUDA states only if the GPUs are there)."""
-    import numpy as np
-
-    torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    kind, keys, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, state, py_gauss = meta["python"]
-    random.setstate((version, tuple(state), py_gauss))
 
 
 # ------------------------------------------------------------------------------ optimizer
@@ -166,12 +138,13 @@ def read_trainer_state(ckpt: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_training_state(path: str | Path) -> tuple[Path, dict[str, Any], dict, dict[str, torch.Tensor]] | None:
-    """(folder, trainer.json contents, optimizer state_dict, RNG tensors) of the newest checkpoint, or None.
+def load_training_state(path: str | Path) -> tuple[Path, dict[str, Any], dict] | None:
+    """(folder, trainer.json contents, optimizer state_dict) of the newest checkpoint, or None.
 
     None when there is no checkpoint, or it holds a model but no training state
     (saved by ``GPT.save``). Every file is checked first, the weights against the
-    config included: a damaged checkpoint raises a ValueError naming the fix.
+    config included: a damaged checkpoint raises a ValueError naming the fix. Files
+    this version does not read (an ``rng.safetensors`` of an older version) are ignored.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -184,17 +157,15 @@ def load_training_state(path: str | Path) -> tuple[Path, dict[str, Any], dict, d
     GPT.check_saved(ckpt)  # model.safetensors intact and matching config.json (the caller loads it)
     trainer = read_trainer_state(ckpt)
     fix = damaged_checkpoint_fix(ckpt)
-    for name in (OPTIM_FILE, RNG_FILE):
-        if not (ckpt / name).is_file():
-            raise ValueError(f"{ckpt} has no {name}, so training cannot continue from it; {fix}")
-    if not isinstance(trainer.get("optimizer"), dict) or "rng" not in trainer:
-        raise ValueError(f"{ckpt / TRAINER_FILE} lacks the optimizer or RNG state; {fix}")
+    if not (ckpt / OPTIM_FILE).is_file():
+        raise ValueError(f"{ckpt} has no {OPTIM_FILE}, so training cannot continue from it; {fix}")
+    if not isinstance(trainer.get("optimizer"), dict):
+        raise ValueError(f"{ckpt / TRAINER_FILE} lacks the optimizer state; {fix}")
     try:
         optim = optimizer_from_safetensors(load_file(str(ckpt / OPTIM_FILE)), trainer["optimizer"])
-        rng = load_file(str(ckpt / RNG_FILE))
     except SafetensorError as e:
-        raise ValueError(f"{ckpt / OPTIM_FILE} or {RNG_FILE} is damaged ({e}); {fix}") from None
-    return ckpt, trainer, optim, rng
+        raise ValueError(f"{ckpt / OPTIM_FILE} is damaged ({e}); {fix}") from None
+    return ckpt, trainer, optim
 
 
 # ------------------------------------------------------------------------------ saving
@@ -235,8 +206,7 @@ def save_checkpoint(out_dir: str | Path, model, *, step: int, optimizer: torch.o
     """Write ``out_dir/ckpt-<step>/`` atomically and point ``out_dir/latest`` at it.
 
     ``model`` is a GPT (unwrapped: not DDP / compiled); ``trainer`` is the JSON-able
-    training state (step, position, config, history...). RNG states are captured
-    here. Returns the checkpoint folder.
+    training state (step, position, config, history...). Returns the checkpoint folder.
     """
     from safetensors.torch import save_file
 
@@ -253,9 +223,6 @@ def save_checkpoint(out_dir: str | Path, model, *, step: int, optimizer: torch.o
         tensors, meta = optimizer_to_safetensors(optimizer.state_dict())
         save_file(tensors, str(tmp / OPTIM_FILE))
         trainer["optimizer"] = meta
-    rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, str(tmp / RNG_FILE))
-    trainer["rng"] = rng_meta
     (tmp / TRAINER_FILE).write_text(json.dumps(trainer), encoding="utf-8")
     for f in tmp.rglob("*"):  # flush every file before the rename makes the folder visible
         if f.is_file():

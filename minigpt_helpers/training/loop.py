@@ -1,20 +1,22 @@
 """Training the GPT on a stream of text: one ``train()`` for the notebook, the CLI and multi-GPU.
 
-The loop has the shape of nanoGPT's train.py, in four parts you can read in order:
+``train()`` is one flat loop in the shape of nanoGPT's train.py; the setup it
+calls, and the small parts of a step, are named functions below it:
 
 1. **setup**: device, precision and compilation (each with its reason, see
    device.py), the optimizer, the state (fresh or from the newest checkpoint),
-   the data;
-2. **one step** (``one_step``): ``grad_accum`` micro-batches, forward under
-   autocast (bf16 on recent GPUs, fp16 + gradient scaler on older ones, fp32 on
-   CPU) and backward; clip the gradient norm to ``grad_clip``; an AdamW step with
-   the learning rate of :func:`lr_at` (linear warmup, then cosine decay to
-   ``min_lr``), weight decay only on matrices that multiply activations;
-3. **one shared decision to stop** (``_agree``): Ctrl-C, SIGTERM, a callback, the
-   time budget. With several processes, every rank must stop on the same step
-   and read the same clock, or one waits forever in the next all-reduce;
-4. **checkpoint**: at every evaluation by default, at the end, on a stop, and on
-   an error when the state is consistent (atomic, see checkpoint.py).
+   the data, the module that runs the steps (DDP and/or compiled);
+2. **one step**: ``grad_accum`` micro-batches, forward under autocast (bf16 on
+   recent GPUs, fp16 + gradient scaler on older ones, fp32 on CPU) and backward;
+   clip the gradient norm to ``grad_clip``; an AdamW step with the learning rate
+   of :func:`lr_at` (linear warmup, then cosine decay to ``min_lr``), weight decay
+   only on matrices that multiply activations;
+3. **evaluate and checkpoint**: every ``eval_interval`` steps; checkpoints at every
+   evaluation by default, at the end, on a stop, and on an error when the state
+   is consistent (atomic, see checkpoint.py);
+4. **one shared decision to stop** (distributed.py): Ctrl-C, SIGTERM, a callback,
+   the time budget. With several processes, every rank must stop on the same step
+   and read the same clock, or one waits forever in the next all-reduce.
 
 Launched with ``accelerate launch`` (or ``torchrun``) on several processes it
 runs data-parallel: every process holds a replica, reads its own disjoint rows
@@ -31,13 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,14 @@ from ..data.batching import StreamPosition, train_batches, val_windows
 from ..data.pipeline import BackgroundBatches, ParallelTokens
 from .checkpoint import find_checkpoint, load_training_state, save_checkpoint
 
-# The settings live in train_config.py; importable from here too, as before.
+# The settings live in config.py; importable from here too.
 from .config import PRESETS as PRESETS
 from .config import TrainConfig as TrainConfig
 from .config import lr_at as lr_at
 from .config import preset as preset
 from .config import recommended_preset as recommended_preset
 from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
+from .distributed import StopSignals, check_replicas, dist_env, mean_over_ranks, shared_stop_vote, step_seed
 from .live import Monitor
 
 
@@ -138,12 +138,6 @@ class TrainResult:
         return self.history.val_losses[-1] if self.history.val_losses else None
 
 
-def _dist() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from the launcher's environment."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
-
-
 def _docs_from(data: Any, split: str, seed: int, shuffle: bool):
     """A source name/path -> its documents (seekable rows where the source can seek); anything else as is."""
     from ..data.sources import training_documents
@@ -191,100 +185,6 @@ def evaluate(model: nn.Module, windows: torch.Tensor, batch_size: int, device: t
     return in_unit(nats, tokens, n_bytes, unit)
 
 
-# ------------------------------------------------------------------------------ stopping, together
-class _Signals:
-    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the current step, save, and return.
-
-    SIGTERM is what Slurm, torchrun and a preempted cloud machine send before they
-    kill a job, so it is treated exactly like Ctrl-C. A *second* Ctrl-C stops sooner:
-    it interrupts the step in progress, but never the lines that apply an update and
-    count it, nor a checkpoint being written (``critical()``: it is delivered when
-    they end). So the weights, the step counter and the data position always agree.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._pending = False
-        self._depth = 0
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.requested:
-            if self._depth:
-                self._pending = True  # deliver when the update / save in progress is complete
-                return
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextlib.contextmanager
-    def critical(self, deliver: bool = True):
-        """A block that a second Ctrl-C must not cut in half."""
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-        if self._pending and not self._depth:
-            self._pending = False
-            if deliver:
-                raise KeyboardInterrupt
-
-
-def _step_seed(seed: int, rank: int, step: int) -> int:
-    """The torch seed of one step on one rank: dropout masks depend on (seed, rank, step) only.
-
-    Re-seeding every step costs microseconds and makes resume exact on every rank,
-    with no per-rank RNG state to save. (Resuming with a different number of
-    processes gives ranks other rows of the batch, so their masks differ anyway.)
-    """
-    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def _agree(env: _Env, stop_votes: tuple[int, int], clock: float) -> tuple[int, int, float]:
-    """One shared decision for all ranks: (signal votes, callback votes, rank 0's clock).
-
-    Each rank may see Ctrl-C/SIGTERM or a callback's answer at a different moment,
-    and each has its own clock. If every rank decided alone, one could stop while
-    another waits in the next step's all-reduce (a hang), and their time-based
-    learning rates would differ (replicas drift). So after every step the ranks
-    sum their stop votes and all take rank 0's clock: one small all-reduce.
-    """
-    if env.world == 1:
-        return stop_votes[0], stop_votes[1], clock
-    import torch.distributed as dist
-
-    t = torch.tensor([float(stop_votes[0]), float(stop_votes[1]), clock if env.main else 0.0],
-                     dtype=torch.float64, device=env.device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    signals, callbacks, clock0 = t.tolist()
-    return int(signals), int(callbacks), clock0
-
-
-def throughput(tokens_per_step: int, seconds: float, world: int, flops_per_token: float | None,
-               peak_per_device: float | None) -> tuple[float, float | None]:
-    """(tokens/s of the whole run, MFU of one device) for a step of ``seconds``.
-
-    ``tokens_per_step`` counts every rank's tokens, while a peak is one device's:
-    MFU is measured per device, so the tokens are divided among the ``world`` devices.
-    """
-    tok_s = tokens_per_step / max(seconds, 1e-9)
-    if not (peak_per_device and flops_per_token):
-        return tok_s, None
-    return tok_s, flops_per_token * (tok_s / world) / peak_per_device
-
-
 # ------------------------------------------------------------------------------ setup
 @dataclass
 class _Env:
@@ -304,7 +204,11 @@ class _Env:
 
 @dataclass
 class _RunState:
-    """Everything a checkpoint must hold to continue exactly (besides weights and optimizer)."""
+    """Where the run stands: what a checkpoint must hold to continue exactly (besides weights and optimizer).
+
+    ``consistent`` is not saved: it is False only while an update is half applied
+    (weights changed, step not yet counted), when an error must not save.
+    """
 
     step: int = 0
     elapsed: float = 0.0  # wall-clock seconds of the run so far, rank 0's clock (budget, schedule)
@@ -315,6 +219,23 @@ class _RunState:
     t_warm: float | None = None  # elapsed seconds when warmup ended (time-budget schedule)
     data_source: str | None = None  # what "auto" resolved to, so a resume reads the same data
     data_wait: float = 0.0  # seconds of train_time spent waiting for batches
+    consistent: bool = True
+
+    def count_step(self, loss: float, lr: float, seconds: float, tokens: int, position: StreamPosition) -> None:
+        """Book one applied update: the step, its tokens and time, the data position after it, the history."""
+        self.step += 1
+        self.tokens += tokens
+        self.train_time += seconds
+        self.position = position
+        h = self.history
+        h.steps.append(self.step)
+        h.losses.append(loss)
+        h.lrs.append(lr)
+        h.times.append(self.train_time)
+
+    def evaluated_now(self) -> bool:
+        """Whether the history already has a validation loss at the current step."""
+        return bool(self.history.val_steps) and self.history.val_steps[-1] == self.step
 
 
 def _unwrap(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
@@ -327,9 +248,38 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     return (inner, model) if isinstance(inner, nn.Module) else (model, None)
 
 
+def _check_tokenizer(model: nn.Module) -> None:
+    """The model must carry the tokenizer of its data, and have an embedding row for each of its ids."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError("model.tokenizer is None: attach the tokenizer the data should be encoded with, "
+                         "e.g. model.tokenizer = default_tokenizer()")
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
+                         "build the model with GPTConfig(vocab_size=tokenizer.vocab_size, ...)")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU thread count is ``n`` inside the block and what it was after it (``n=None``: untouched).
+
+    ``torch.set_num_threads`` is process-wide: without the reset, one ``train(...,
+    TrainConfig(num_threads=1))`` would leave every later computation on one thread.
+    """
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _environment(cfg: TrainConfig) -> _Env:
     """Rank, device, precision and compilation, with the reasons for each choice."""
-    rank, world, _ = _dist()
+    rank, world, _ = dist_env()
     if world > 1:
         from accelerate import PartialState
 
@@ -340,8 +290,6 @@ def _environment(cfg: TrainConfig) -> _Env:
     use_compile, why_c = choose_compile(device, precision, cfg.compile)
     if precision == "fp32":
         enable_tf32(device)  # fp32 matmuls on tensor cores where the GPU has them
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     return _Env(rank, world, device, precision, use_compile, f"{why_p} {why_c}")
 
 
@@ -353,7 +301,7 @@ def _restore(out_dir: str | Path | None, resume: bool, model: nn.Module, optimiz
         if resume and env.main:
             print(f"[minigpt] resume: no checkpoint in {out_dir}; starting from step 0")
         return run, {}
-    ckpt, st, optim_sd, _rng = saved  # RNG: not needed, every step re-seeds (_step_seed)
+    ckpt, st, optim_sd = saved
     from safetensors.torch import load_model
 
     if hasattr(model, "load_weights"):  # a model whose checkpoint holds more than a GPT's files (LoRA, a head)
@@ -373,6 +321,112 @@ def _restore(out_dir: str | Path | None, resume: bool, model: nn.Module, optimiz
     return run, st
 
 
+def _resolve_source(data: Any, run: _RunState, resume: bool, verbose: bool) -> Any:
+    """A source name with "auto" resolved (once per run: a resumed run reads what it read before); else ``data``."""
+    if not isinstance(data, (str, os.PathLike)):
+        return data
+    from ..data.sources import resolve_source
+
+    resumed_auto = resume and run.data_source and str(data) == "auto"
+    run.data_source = run.data_source if resumed_auto else resolve_source(str(data), verbose=verbose)
+    return run.data_source
+
+
+def _is_batch_source(data: Any) -> bool:
+    """Examples that are not packed text (classification, chat): the source makes the batches itself."""
+    return hasattr(data, "batches") and hasattr(data, "evaluate")
+
+
+def _val_windows(data: Any, val_data: Any, tok: Any, block: int, cfg: TrainConfig) -> torch.Tensor | None:
+    """The fixed validation windows: of ``val_data``, else of a named source's validation split; None without."""
+    if val_data is None and isinstance(data, (str, os.PathLike)):
+        val_data = _docs_from(data, "validation", cfg.seed, shuffle=False)
+    return val_windows(val_data, tok, block, cfg.eval_windows) if val_data is not None else None
+
+
+def _batches(docs: Any, tok: Any, block: int, cfg: TrainConfig, position: StreamPosition | None, env: _Env):
+    """This rank's training batches ``(x, y)`` from ``position`` on, an iterator with ``position()`` and ``close()``.
+
+    A batch source makes its own; packed text is tokenized, packed and shuffled in a
+    background process (``data_workers=1``, pipeline.py), in the loop (0), or
+    tokenized by ``data_workers`` processes and packed here: the same batches each way.
+    """
+    if _is_batch_source(docs):
+        return docs.batches(cfg.batch_size, seed=cfg.seed, position=position, rank=env.rank,
+                            world_size=env.world, device=env.device)
+    where = dict(shuffle_windows=cfg.shuffle_windows, seed=cfg.seed, position=position, rank=env.rank,
+                 world_size=env.world)
+    if cfg.data_workers == 1:
+        return BackgroundBatches(docs, tok, block, cfg.batch_size, device=env.device, verbose=env.main, **where)
+    parallel = functools.partial(ParallelTokens, workers=cfg.data_workers) if cfg.data_workers > 1 else None
+    return train_batches(docs, tok, block, cfg.batch_size, device=env.device, token_source=parallel, **where)
+
+
+def _runner(model: nn.Module, user_compiled: nn.Module | None, env: _Env) -> nn.Module:
+    """The module that runs the steps: a DDP replica with several processes, compiled once if asked.
+
+    A model the user compiled runs as given (one process); a DDP wrapper is compiled
+    around, so that its gradient all-reduce is not traced.
+    """
+    runner: nn.Module = model
+    if env.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        runner = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    elif user_compiled is not None:
+        runner = user_compiled
+    if env.use_compile and (user_compiled is None or env.world > 1):
+        runner = torch.compile(runner)
+    return runner
+
+
+def _scaler(env: _Env, saved: dict) -> torch.amp.GradScaler:
+    """The gradient scaler: on in fp16 (whose small gradients would round to 0), a pass-through otherwise.
+
+    Disabled, ``scale(loss)`` is the loss, ``unscale_`` and ``update`` do nothing and
+    ``step(optimizer)`` is ``optimizer.step()``: one code path for every precision.
+    """
+    scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
+    if scaler.is_enabled() and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    return scaler
+
+
+def _monitor(live: str, cfg: TrainConfig, run: _RunState, env: _Env) -> Monitor:
+    """Progress reporting on rank 0 (silent on the others); log mode first says how the run computes."""
+    monitor = Monitor(live if env.main else "off", total=cfg.max_steps, initial=run.step,
+                      log_interval=cfg.log_interval)
+    if monitor.mode == "log":
+        monitor.message(f"[minigpt] {env.why}")  # precision and compilation, and why
+    return monitor
+
+
+def _flops_per_token(model: nn.Module) -> float | None:
+    """The model's training FLOPs per token (for MFU), if it can say."""
+    return model.flops_per_token() if hasattr(model, "flops_per_token") else None
+
+
+# ------------------------------------------------------------------------------ parts of a step
+def _next_batch(batches: Any, run: _RunState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next ``(x, y)``, each (B, T); the seconds spent waiting for it are added to ``run.data_wait``."""
+    t_wait = time.perf_counter()
+    x, y = next(batches)
+    run.data_wait += time.perf_counter() - t_wait
+    return x, y
+
+
+def _clip(model: nn.Module, optimizer, scaler: torch.amp.GradScaler, lr: float, grad_clip: float) -> None:
+    """Sets the learning rate and clips the gradient norm to ``grad_clip`` (0: no clipping).
+
+    Under fp16 the gradients are unscaled first, so the threshold is in true units.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+
+
 def _lr_now(run: _RunState, cfg: TrainConfig) -> float:
     """The learning rate for the next step, from the step count or the shared clock."""
     if run.step >= cfg.warmup_steps and run.t_warm is None:
@@ -382,6 +436,88 @@ def _lr_now(run: _RunState, cfg: TrainConfig) -> float:
         assert cfg.time_budget_s is not None
         progress = 0.0 if run.t_warm is None else (run.elapsed - run.t_warm) / max(cfg.time_budget_s - run.t_warm, 1e-9)
     return lr_at(run.step, cfg, progress)
+
+
+def throughput(tokens_per_step: int, seconds: float, world: int, flops_per_token: float | None,
+               peak_per_device: float | None) -> tuple[float, float | None]:
+    """(tokens/s of the whole run, MFU of one device) for a step of ``seconds``.
+
+    ``tokens_per_step`` counts every rank's tokens, while a peak is one device's:
+    MFU is measured per device, so the tokens are divided among the ``world`` devices.
+    """
+    tok_s = tokens_per_step / max(seconds, 1e-9)
+    if not (peak_per_device and flops_per_token):
+        return tok_s, None
+    return tok_s, flops_per_token * (tok_s / world) / peak_per_device
+
+
+# ------------------------------------------------------------------------------ evaluation, checkpoints, stops
+def _validation_loss(model: nn.Module, data: Any, windows: torch.Tensor | None, cfg: TrainConfig,
+                     env: _Env) -> float | None:
+    """The validation loss now: a batch source's own, else over the fixed windows; None without validation data."""
+    loss = data.evaluate(model, cfg.batch_size, env.device, env.precision) if _is_batch_source(data) else None
+    if loss is None and windows is not None:
+        loss = evaluate(model, windows, cfg.batch_size, env.device, env.precision)
+    return loss
+
+
+def _validate(run: _RunState, monitor: Monitor, validation_loss: Callable[[], float | None]) -> None:
+    """Evaluates at ``run.step`` and records the loss in the history and the monitor (if there is validation data)."""
+    loss = validation_loss()
+    if loss is None:
+        return
+    run.history.val_steps.append(run.step)
+    run.history.val_losses.append(loss)
+    run.history.val_times.append(run.train_time)
+    monitor.evaluated(run.history, step=run.step, val_loss=loss)
+
+
+def _save(out_dir: str | Path | None, model: nn.Module, optimizer, scaler: torch.amp.GradScaler,
+          cfg: TrainConfig, env: _Env, run: _RunState) -> Path | None:
+    """Rank 0 writes the state after step ``run.step`` (atomic; see checkpoint.py); the folder, or None."""
+    if out_dir is None or not env.main:
+        return None
+    state = dict(elapsed=run.elapsed, train_time=run.train_time, tokens=run.tokens,
+                 position=run.position.to_dict(), history=run.history.to_dict(), train_config=cfg.to_dict(),
+                 world_size=env.world, scaler=scaler.state_dict() if scaler.is_enabled() else None,
+                 t_warm=run.t_warm, data_source=run.data_source, data_wait=run.data_wait)
+    return save_checkpoint(out_dir, model, step=run.step, optimizer=optimizer, trainer=state)
+
+
+def _callback_asks_to_stop(callback: Callable[[dict[str, Any]], Any] | None, run: _RunState, model: nn.Module,
+                           loss: float, lr: float) -> bool:
+    """Calls the user's ``callback`` with this step's numbers; True if it returned True (stop cleanly)."""
+    if callback is None:
+        return False
+    info = dict(step=run.step, loss=loss, lr=lr, tokens=run.tokens, train_time=run.train_time, model=model,
+                history=run.history)
+    return bool(callback(info))
+
+
+def _over_budget(cfg: TrainConfig, run: _RunState) -> bool:
+    """Whether the run's clock (rank 0's) has reached ``cfg.time_budget_s``."""
+    return cfg.time_budget_s is not None and run.elapsed >= cfg.time_budget_s
+
+
+def _stop_reason(cfg: TrainConfig, env: _Env, run: _RunState, by_signal: bool, by_callback: bool,
+                 clock: float) -> str | None:
+    """Why every rank stops after this step, or None to go on: one vote for all (see shared_stop_vote).
+
+    Sets ``run.elapsed`` to rank 0's clock, which the schedule and the budget read.
+    """
+    signals, callbacks, run.elapsed = shared_stop_vote(by_signal, by_callback, clock, rank=env.rank,
+                                                       world=env.world, device=env.device)
+    if signals:
+        return "interrupted"
+    if callbacks:
+        return "callback"
+    return "time budget" if _over_budget(cfg, run) else None
+
+
+def _nan_message(loss: float, step: int, out_dir: str | Path | None) -> str:
+    return (f"[minigpt] step {step + 1}: the loss is {loss}; stopping without saving. "
+            f"The last good checkpoint ({find_checkpoint(out_dir) if out_dir else 'none'}) is kept. "
+            "Usual fixes: a lower learning rate (lr), more warmup, gradient clipping, or fp32.")
 
 
 def _explain(error: BaseException, saved: Path | None, kept: Path | None, consistent: bool) -> str:
@@ -398,6 +534,21 @@ def _explain(error: BaseException, saved: Path | None, kept: Path | None, consis
         fix = (" Out of memory: use a smaller batch_size with a larger grad_accum, e.g. --batch-size 8 "
                "--grad-accum 8 instead of --batch-size 64 (same tokens per step, less memory).")
     return f"[minigpt] training stopped by {type(error).__name__}: {where}{fix}"
+
+
+def _report_error(error: Exception, run: _RunState, save: Callable[[_RunState], Path | None],
+                  out_dir: str | Path | None, last_ckpt: Path | None, monitor: Monitor) -> None:
+    """Training dies of ``error``: save the last complete step if the state is consistent, and say what to do."""
+    saved_to = None
+    if run.consistent:
+        with contextlib.suppress(Exception):
+            saved_to = save(run)
+    kept = last_ckpt or (find_checkpoint(out_dir) if out_dir else None)
+    message = _explain(error, saved_to, kept, run.consistent)
+    monitor.message(message)
+    monitor.close(run.history)
+    if hasattr(error, "add_note"):  # Python >= 3.11: the note is printed with the traceback
+        error.add_note(message)
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -426,242 +577,104 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
 
     ``model`` may be wrapped by ``torch.compile``: the plain model is trained, saved
     and returned, and the wrapper is used for the steps (it is not compiled twice).
+    ``cfg.num_threads`` holds for this call only: torch's thread count is put back after.
     """
-    # --- setup: device, model, optimizer, state, data
     cfg = cfg or TrainConfig()
     model, user_compiled = _unwrap(model)
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError("model.tokenizer is None: attach the tokenizer the data should be encoded with, "
-                         "e.g. model.tokenizer = default_tokenizer()")
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
-                         "build the model with GPTConfig(vocab_size=tokenizer.vocab_size, ...)")
-    env = _environment(cfg)
-    block = model.config.block_size
-    model.to(env.device)
-    optimizer = make_optimizer(model, cfg, env.device)
-    run, saved = _restore(out_dir, resume, model, optimizer, env)
+    _check_tokenizer(model)
+    tok, block = model.tokenizer, model.config.block_size
+    with _torch_threads(cfg.num_threads):
+        # --- setup: device, optimizer, state (fresh or resumed), data, the module that runs the steps
+        env = _environment(cfg)
+        model.to(env.device)
+        optimizer = make_optimizer(model, cfg, env.device)
+        run, saved = _restore(out_dir, resume, model, optimizer, env)
+        data = _resolve_source(data, run, resume, verbose=env.main)
+        train_docs = _docs_from(data, "train", cfg.seed, shuffle=True)
+        val = _val_windows(data, val_data, tok, block, cfg)
+        batches = _batches(train_docs, tok, block, cfg, run.position, env)
+        run.position = batches.position()
+        runner = _runner(model, user_compiled, env)
+        scaler = _scaler(env, saved)
+        monitor = _monitor(live, cfg, run, env)
+        validation_loss = functools.partial(_validation_loss, model, data, val, cfg, env)
+        save = functools.partial(_save, out_dir, model, optimizer, scaler, cfg, env)
+        tokens_per_step = cfg.batch_size * block * cfg.grad_accum * env.world  # all ranks together
+        flops_tok, peak = _flops_per_token(model), peak_flops(env.device, env.precision)
+        checkpoint_every = cfg.checkpoint_every or cfg.eval_interval
 
-    if isinstance(data, (str, os.PathLike)):
-        from ..data.sources import resolve_source
+        # --- the loop: step, report, evaluate, checkpoint, one shared decision to stop
+        model.train()
+        stop, last_ckpt = None, None
+        t_session, elapsed0 = time.perf_counter(), run.elapsed
+        if not run.evaluated_now():
+            _validate(run, monitor, validation_loss)  # step 0: the loss of an untrained model, ~ln(vocab_size)
+        with StopSignals() as signals:
+            try:
+                stop = "time budget" if _over_budget(cfg, run) else None  # resumed with the budget spent
+                while stop is None and (cfg.max_steps is None or run.step < cfg.max_steps):
+                    lr = _lr_now(run, cfg)
+                    t0 = time.perf_counter()
+                    torch.manual_seed(step_seed(cfg.seed, env.rank, run.step))  # dropout: same masks on resume
+                    loss_sum = torch.zeros((), device=env.device)
+                    for micro in range(cfg.grad_accum):  # forward + backward; gradients add up in .grad
+                        x, y = _next_batch(batches, run)
+                        no_sync = env.world > 1 and micro < cfg.grad_accum - 1  # DDP: all-reduce once per step
+                        with runner.no_sync() if no_sync else contextlib.nullcontext():
+                            with autocast(env.device, env.precision):
+                                _, loss = runner(x, y)
+                            loss = loss / cfg.grad_accum  # the mean over micro-batches (exact for 1)
+                            scaler.scale(loss).backward()
+                        loss_sum += loss.detach()
+                    loss = mean_over_ranks(loss_sum, env.world).item()  # a host sync, cheap next to a step
+                    if not math.isfinite(loss):  # every rank sees it: the loss is averaged over them
+                        optimizer.zero_grad(set_to_none=True)
+                        stop = "non-finite loss"
+                        monitor.message(_nan_message(loss, run.step, out_dir))
+                        break
+                    _clip(model, optimizer, scaler, lr, cfg.grad_clip)
+                    with signals.critical():  # the update and its bookkeeping happen together or not at all
+                        run.consistent = False
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                        dt = time.perf_counter() - t0
+                        run.count_step(loss, lr, dt, tokens_per_step, batches.position())
+                        run.consistent = True
+                    tok_s, mfu = throughput(tokens_per_step, dt, env.world, flops_tok, peak)
+                    monitor.step(run.history, step=run.step, loss=loss, lr=lr, tok_s=tok_s, mfu=mfu,
+                                 total=cfg.max_steps)
 
-        # "auto" is decided once per run: a resumed run reads what it read before.
-        run.data_source = run.data_source if (resume and run.data_source and str(data) == "auto") \
-            else resolve_source(str(data), verbose=env.main)
-        data = run.data_source
-    train_docs = _docs_from(data, "train", cfg.seed, shuffle=True)
-    if val_data is None and isinstance(data, (str, os.PathLike)):
-        val_data = _docs_from(data, "validation", cfg.seed, shuffle=False)
-    val = val_windows(val_data, tok, block, cfg.eval_windows) if val_data is not None else None
-    where = dict(shuffle_windows=cfg.shuffle_windows, seed=cfg.seed, position=run.position, rank=env.rank,
-                 world_size=env.world)
-    source = data if hasattr(data, "batches") and hasattr(data, "evaluate") else None  # a batch source
-    if source is not None:  # not packed text (classification, chat): the source makes the batches
-        batches = source.batches(cfg.batch_size, seed=cfg.seed, position=run.position, rank=env.rank,
-                                 world_size=env.world, device=env.device)
-    elif cfg.data_workers == 1:  # tokenizing, packing and shuffling in a background process (pipeline.py)
-        batches = BackgroundBatches(train_docs, tok, block, cfg.batch_size, device=env.device, verbose=env.main,
-                                    **where)
-    else:  # in the loop (0), or tokenized by data_workers processes and packed here (the same batches)
-        parallel = functools.partial(ParallelTokens, workers=cfg.data_workers) if cfg.data_workers > 1 else None
-        batches = train_batches(train_docs, tok, block, cfg.batch_size, device=env.device, token_source=parallel,
-                                **where)
-    run.position = batches.position()
-
-    # --- the module that runs the steps: DDP replica and/or compiled (once)
-    runner: nn.Module = model
-    if env.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        runner = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    elif user_compiled is not None:
-        runner = user_compiled
-    if env.use_compile and (user_compiled is None or env.world > 1):
-        runner = torch.compile(runner)
-    scaler = torch.amp.GradScaler(env.device.type) if env.precision == "fp16" else None
-    if scaler is not None and saved.get("scaler"):
-        scaler.load_state_dict(saved["scaler"])
-
-    tokens_per_step = cfg.batch_size * block * cfg.grad_accum * env.world  # all ranks together
-    peak = peak_flops(env.device, env.precision)
-    flops_tok = model.flops_per_token() if hasattr(model, "flops_per_token") else None
-    monitor = Monitor(live if env.main else "off", total=cfg.max_steps, initial=run.step,
-                      log_interval=cfg.log_interval)
-    checkpoint_every = cfg.checkpoint_every or cfg.eval_interval
-    if monitor.mode == "log":
-        monitor.message(f"[minigpt] {env.why}")  # precision and compilation, and why
-
-    def checkpoint() -> Path | None:
-        """Rank 0 writes the state after step ``run.step`` (atomic; see checkpoint.py)."""
-        if out_dir is None or not env.main:
-            return None
-        state = dict(elapsed=run.elapsed, train_time=run.train_time, tokens=run.tokens,
-                     position=run.position.to_dict(), history=run.history.to_dict(), train_config=cfg.to_dict(),
-                     world_size=env.world, scaler=scaler.state_dict() if scaler is not None else None,
-                     t_warm=run.t_warm, data_source=run.data_source, data_wait=run.data_wait)
-        return save_checkpoint(out_dir, model, step=run.step, optimizer=optimizer, trainer=state)
-
-    def run_eval() -> None:
-        v = source.evaluate(model, cfg.batch_size, env.device, env.precision) if source is not None else None
-        if v is None and val is None:
-            return
-        if v is None:
-            v = evaluate(model, val, cfg.batch_size, env.device, env.precision)
-        run.history.val_steps.append(run.step)
-        run.history.val_losses.append(v)
-        run.history.val_times.append(run.train_time)
-        monitor.evaluated(run.history, step=run.step, val_loss=v)
-
-    def one_step(lr: float) -> tuple[float, float]:
-        """One optimizer step: forward + backward over ``grad_accum`` micro-batches, then the update.
-
-        Returns (the loss averaged over micro-batches and ranks, seconds). When the
-        loss is not finite, no update is made.
-        """
-        nonlocal consistent
-        t0 = time.perf_counter()
-        torch.manual_seed(_step_seed(cfg.seed, env.rank, run.step))  # dropout: same masks after a resume
-        loss_sum = torch.zeros((), device=env.device)
-        for micro in range(cfg.grad_accum):
-            t_wait = time.perf_counter()
-            x, y = next(batches)  # (B, T) each
-            run.data_wait += time.perf_counter() - t_wait
-            no_sync = env.world > 1 and micro < cfg.grad_accum - 1  # DDP: all-reduce gradients once per step
-            with runner.no_sync() if no_sync else contextlib.nullcontext():
-                with autocast(env.device, env.precision):
-                    _, loss = runner(x, y)
-                if cfg.grad_accum > 1:
-                    loss = loss / cfg.grad_accum
-                (scaler.scale(loss) if scaler else loss).backward()
-            loss_sum += loss.detach()
-        if env.world > 1:  # the logged loss is the mean over ranks (SUM, then divide: gloo has no AVG)
-            torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.SUM)
-            loss_sum /= env.world
-        loss_val = loss_sum.item()  # the loss at every iteration (a host sync: cheap next to a step)
-        if not math.isfinite(loss_val):
-            optimizer.zero_grad(set_to_none=True)
-            return loss_val, time.perf_counter() - t0
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        if scaler:
-            scaler.unscale_(optimizer)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        with signals.critical():  # the update and its bookkeeping happen together or not at all
-            consistent = False
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            run.step += 1
-            run.tokens += tokens_per_step
-            run.train_time += dt
-            run.position = batches.position()
-            h = run.history
-            h.steps.append(run.step)
-            h.losses.append(loss_val)
-            h.lrs.append(lr)
-            h.times.append(run.train_time)
-            consistent = True
-        return loss_val, dt
-
-    # --- the loop: step, report, evaluate/checkpoint, one shared decision to stop
-    model.train()
-    stop_reason, last_ckpt, consistent = "done", None, True
-    t_session, elapsed0 = time.perf_counter(), run.elapsed
-    if not run.history.val_steps or run.history.val_steps[-1] != run.step:
-        run_eval()  # step 0: the loss of an untrained model, ~ln(vocab_size)
-    with _Signals() as signals:
-        try:
-            if cfg.time_budget_s is not None and run.elapsed >= cfg.time_budget_s:
-                stop_reason = "time budget"  # resumed with the budget already spent
-            while stop_reason == "done" and (cfg.max_steps is None or run.step < cfg.max_steps):
-                lr = _lr_now(run, cfg)
-                loss, dt = one_step(lr)
-                if not math.isfinite(loss):  # all ranks agree: the loss is averaged over them
-                    stop_reason = "non-finite loss"
-                    monitor.message(
-                        f"[minigpt] step {run.step + 1}: the loss is {loss}; stopping without saving. "
-                        f"The last good checkpoint ({find_checkpoint(out_dir) if out_dir else 'none'}) is kept. "
-                        "Usual fixes: a lower learning rate (lr), more warmup, gradient clipping, or fp32.")
-                    break
-                tok_s, mfu = throughput(tokens_per_step, dt, env.world, flops_tok, peak)
-                monitor.step(run.history, step=run.step, loss=loss, lr=lr, tok_s=tok_s, mfu=mfu,
-                             total=cfg.max_steps)
-
-                last = cfg.max_steps is not None and run.step >= cfg.max_steps
-                if run.step % cfg.eval_interval == 0 or last:
-                    run_eval()
-                if run.step % checkpoint_every == 0 and not last:
-                    with signals.critical():
-                        last_ckpt = checkpoint() or last_ckpt
-                asked = bool(callback and callback(dict(step=run.step, loss=loss, lr=lr, tokens=run.tokens,
-                                                        train_time=run.train_time, model=model,
-                                                        history=run.history)))
-                by_signal, by_callback, run.elapsed = _agree(
-                    env, (int(signals.requested), int(asked)), elapsed0 + time.perf_counter() - t_session)
-                if by_signal or by_callback:
-                    stop_reason = "interrupted" if by_signal else "callback"
-                    break
-                if cfg.time_budget_s is not None and run.elapsed >= cfg.time_budget_s:
-                    stop_reason = "time budget"
-                    break
-        except KeyboardInterrupt:  # a second Ctrl-C: the state is consistent (see _Signals)
-            stop_reason = "interrupted"
-        except Exception as e:
-            saved_to = None
-            if consistent:
-                with contextlib.suppress(Exception):
-                    saved_to = checkpoint()
-            message = _explain(e, saved_to, last_ckpt or (find_checkpoint(out_dir) if out_dir else None), consistent)
-            monitor.message(message)
-            monitor.close(run.history)
-            if hasattr(e, "add_note"):  # Python >= 3.11: the note is printed with the traceback
-                e.add_note(message)
-            raise
-        finally:
-            batches.close()  # the workers stop at the end, on Ctrl-C and on errors
-        run.elapsed = elapsed0 + time.perf_counter() - t_session
-        if stop_reason != "non-finite loss":
-            if stop_reason != "done" and (not run.history.val_steps or run.history.val_steps[-1] != run.step):
-                run_eval()
-            with signals.critical(deliver=False):  # a Ctrl-C now waits for the save to finish
-                last_ckpt = checkpoint() or last_ckpt
-    if stop_reason == "interrupted":
-        monitor.message(f"[minigpt] interrupted at step {run.step}: model, curves"
-                        f"{' and checkpoint ' + shown_path(last_ckpt) if last_ckpt else ''} kept")
-    monitor.close(run.history)
-    if env.world > 1:
-        diff = replica_difference(model)
-        if env.main:
-            print(f"[minigpt] {env.world} replicas identical: {'yes' if diff == 0 else 'NO'} "
-                  f"(max |difference| {diff:g})")
-        if diff > 0:
-            raise RuntimeError(f"data-parallel replicas diverged (max |difference| {diff:g}): "
-                               "this is a bug; please report it with your command line")
+                    last = cfg.max_steps is not None and run.step >= cfg.max_steps
+                    if run.step % cfg.eval_interval == 0 or last:
+                        _validate(run, monitor, validation_loss)
+                    if run.step % checkpoint_every == 0 and not last:
+                        with signals.critical():
+                            last_ckpt = save(run) or last_ckpt
+                    asked = _callback_asks_to_stop(callback, run, model, loss, lr)
+                    clock = elapsed0 + time.perf_counter() - t_session
+                    stop = _stop_reason(cfg, env, run, signals.requested, asked, clock)
+            except KeyboardInterrupt:  # a second Ctrl-C: the state is consistent (see StopSignals)
+                stop = "interrupted"
+            except Exception as e:
+                _report_error(e, run, save, out_dir, last_ckpt, monitor)
+                raise
+            finally:
+                batches.close()  # the workers stop at the end, on Ctrl-C and on errors
+            run.elapsed = elapsed0 + time.perf_counter() - t_session
+            if stop != "non-finite loss":
+                if stop is not None and not run.evaluated_now():
+                    _validate(run, monitor, validation_loss)
+                with signals.critical(deliver=False):  # a Ctrl-C now waits for the save to finish
+                    last_ckpt = save(run) or last_ckpt
+        if stop == "interrupted":
+            monitor.message(f"[minigpt] interrupted at step {run.step}: model, curves"
+                            f"{' and checkpoint ' + shown_path(last_ckpt) if last_ckpt else ''} kept")
+        monitor.close(run.history)
+        check_replicas(model, rank=env.rank, world=env.world)
     model.eval()
-    return TrainResult(model, run.history, run.step, stop_reason, last_ckpt, run.tokens, run.train_time,
+    return TrainResult(model, run.history, run.step, stop or "done", last_ckpt, run.tokens, run.train_time,
                        run.data_wait)
-
-
-def replica_difference(model: nn.Module) -> float:
-    """Largest |difference| between this process's weights and rank 0's (0.0 when in sync).
-
-    DDP averages gradients, so every replica applies the same update and the
-    weights should stay bit-identical; this checks it (one broadcast of the model).
-    """
-    import torch.distributed as dist
-
-    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
-    ref = flat.clone()
-    dist.broadcast(ref, src=0)
-    diff = (flat - ref).abs().max().reshape(1)
-    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-    return float(diff.item())
 
 
 # ------------------------------------------------------------------------------ chapter 06's entry point
