@@ -13,7 +13,6 @@ in wings, one per stage of the course; a wing imports only the wings below it.
       mixing.py, mixed_rows.py  RedPajama's subsets mixed by byte share, resumably
       batching.py             documents -> tokens -> packed windows -> (x, y) batches
       pipeline.py             batches made in a background worker
-      examples.py             batches of fixed (not packed) examples: classification and chat finetuning
     tokenizers/             ch02: text <-> ids
       base.py                 the Tokenizer protocol, its registry, CharTokenizer, load_tokenizer
       bpe.py                  byte-level BPE from scratch
@@ -27,6 +26,7 @@ in wings, one per stage of the course; a wing imports only the wings below it.
     training/               ch05, ch07: training it
       config.py               TrainConfig, presets, the learning-rate schedule
       loop.py                 train(), evaluate(), the optimizer
+      examples.py             batches of fixed (not packed) examples: classification and chat finetuning
       distributed.py          several processes: stop vote, signals, replica check
       checkpoint.py           atomic checkpoints and exact resume
       device.py               precision, compile and TF32 on CPU / MPS / CUDA
@@ -47,7 +47,7 @@ from .config import artifacts_dir, is_quick, machine, pick, run_summary, set_see
 from .data.sources import REDPAJAMA_FILES, REDPAJAMA_REPO, hub_reachable, resolve_source, shakespeare_dir, stream_documents
 from .data.mixing import MixState, SubsetExhaustedWarning, mix_by_share
 from .data.batching import PackedStream, StreamPosition, pack_windows, train_batches, val_windows
-from .data.examples import ExampleSource
+from .training.examples import ExampleSource
 # --- tokenizers (chapter 02) ---
 from .tokenizers.base import EOT, CharTokenizer, Tokenizer, load_tokenizer
 from .tokenizers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from tiny_chat import CHARS, GREETINGS, convo, tiny_model
 
 from minigpt_helpers import GPT, TrainConfig, load_checkpoint, load_tokenizer
-from minigpt_helpers.data.examples import IGNORE
 from minigpt_helpers.finetune.chat import (
     CHAT_TOKENS,
     ChatSession,
@@ -29,6 +28,7 @@ from minigpt_helpers.finetune.chat import (
 from minigpt_helpers.finetune.lora import LoRAModel
 from minigpt_helpers.tokenizers.base import EOT, CharTokenizer
 from minigpt_helpers.tokenizers.bpe import BPETokenizer
+from minigpt_helpers.training.examples import IGNORE
 
 
 def test_tokenizer_extension_refuses_special_text_and_survives_save_load(tmp_path):

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, find_checkpoint, load_checkpoint, set_seed, train
-from minigpt_helpers.data.examples import ExampleBatches
 from minigpt_helpers.finetune.classify import (
     GPTClassifier,
     accuracy,
@@ -22,6 +21,7 @@ from minigpt_helpers.finetune.classify import (
     majority_accuracy,
 )
 from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.training.examples import ExampleBatches
 
 LABELS = ["day", "night"]
 WORDS = {"day": ["sun", "noon", "lark", "bright"], "night": ["moon", "owl", "star", "dark"]}

@@ -7,7 +7,6 @@
     mixed_rows.py  RedPajama's subsets as one mixed row stream
     batching.py    documents -> tokens -> packed windows -> (x, y) batches, with a resumable position
     pipeline.py    batches made in a background worker behind a bounded queue
-    examples.py    batches of fixed, unpacked examples (classification, chat) and IGNORE, the skipped target
 
 It imports only ``minigpt_helpers.config``: every other wing stands on this one.
 """

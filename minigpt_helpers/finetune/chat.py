@@ -48,9 +48,9 @@ import torch
 from torch import nn
 
 from ..data.batching import encode_text
-from ..data.examples import IGNORE, ExampleSource
 from ..model.generation import generate_ids, stream_text
 from ..tokenizers.base import EOT, Tokenizer, check_special, load_tokenizer
+from ..training.examples import IGNORE, ExampleSource
 
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}

@@ -23,7 +23,7 @@ marks them, and ``(x >= 0).sum(1) - 1`` is where each text ends.
 
 Training reuses :func:`~minigpt_helpers.training.train`, the same loop as
 pretraining (checkpoints, exact resume, live plot, Ctrl-C): the data is an
-:class:`~minigpt_helpers.data.examples.ExampleSource` (a *batch source*: shuffled batches of fixed
+:class:`~minigpt_helpers.training.examples.ExampleSource` (a *batch source*: shuffled batches of fixed
 examples with a resumable position) and :meth:`GPTClassifier.forward` returns ``(logits, loss)``.
 A checkpoint folder holds the backbone as an ordinary GPT (``model.safetensors`` +
 ``config.json`` + ``tokenizer/``, unmerged base weights) plus
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import encode_text
-from ..data.examples import IGNORE, ExampleSource
+from ..training.examples import IGNORE, ExampleSource
 from .lora import (
     DEFAULT_TARGETS,
     add_lora,

@@ -3,6 +3,7 @@
     config.py       TrainConfig, its checks, the presets and the learning-rate schedule
     loop.py         train(): the loop itself, evaluate(), the optimizer
     distributed.py  several processes: the stop vote, signals, the replica check
+    examples.py     batches of fixed, unpacked examples (classification, chat); IGNORE, the skipped target
     checkpoint.py   atomic checkpoints and exact resume
     device.py       CPU / MPS / CUDA: precision, compile, TF32, peak FLOP/s
     live.py         the progress bar and live plot in Jupyter, log lines on a terminal

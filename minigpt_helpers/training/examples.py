@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import StreamPosition
+from ..data.batching import StreamPosition
+from .device import autocast
 
 IGNORE = -1  #: a target our GPT's loss skips (model.py: ``ignore_index=-1``); also "no token" in an input
 
@@ -119,9 +120,7 @@ class ExampleSource:
                 n = int((y != IGNORE).sum())
                 if n == 0:
                     continue
-                # mixed precision as in training (training/device.py's autocast): a no-op for fp32
-                with torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                                    enabled=precision != "fp32"):
+                with autocast(device, precision):  # mixed precision as in training; a no-op for fp32
                     _, loss = model(x.to(device), y.to(device))
                 total += loss.item() * n
                 count += n
