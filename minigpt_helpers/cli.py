@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -84,29 +83,6 @@ def _int_at_least(low: int, what: str):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _natural_int = _int_at_least(0, "an integer >= 0")
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    return value
-
-
-def _temperature(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = greedy, 1 = the model's own "
-                                         f"distribution), got {_shown(text)}")
-    return value
-
-
-def _top_p(text: str) -> float:
-    value = _number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] (e.g. 0.9), got {_shown(text)}")
-    return value
 
 
 def _device(text: str) -> str:
@@ -361,10 +337,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ generate
+SAMPLING_FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k",
+                  "top_p": "--top-p"}
+
+
+def _check_sampling(args: argparse.Namespace) -> None:
+    """Refuse bad sampling flags before the model is loaded, with generation's own rule under the flag's name."""
+    from .model.generation import check_generation_args
+
+    try:
+        check_generation_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        field, _, rule = str(e).partition(" ")
+        _usage_error(f"{SAMPLING_FLAGS.get(field, field)} {rule}")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .model.generation import generate
     from .training.checkpoint import load_checkpoint
 
+    _check_sampling(args)
     model = load_checkpoint(args.checkpoint, device=args.device)
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, seed=args.seed)
@@ -387,6 +379,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .finetune.chat import ChatSession, load_chat_model
     from .training.checkpoint import find_checkpoint
 
+    _check_sampling(args)
     model = load_chat_model(args.checkpoint, device=args.device)  # a clear one-line error if it cannot chat
     session = ChatSession(model, system=args.system, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
@@ -459,10 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("generate", help="sample text from a checkpoint")
     q.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder")
     q.add_argument("--prompt", default="")
-    q.add_argument("--max-new-tokens", type=_positive_int, default=200)
-    q.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy (default 0.8)")
-    q.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest tokens")
-    q.add_argument("--top-p", type=_top_p, default=None,
+    q.add_argument("--max-new-tokens", type=_as_given, default=200)
+    q.add_argument("--temperature", type=_as_given, default=0.8, help="0 = greedy (default 0.8)")
+    q.add_argument("--top-k", type=_as_given, default=None, help="sample among the k likeliest tokens")
+    q.add_argument("--top-p", type=_as_given, default=None,
                    help="sample among the likeliest tokens that hold this much probability (nucleus), e.g. 0.9")
     q.add_argument("--seed", type=_natural_int, default=None)
     q.add_argument("--device", type=_device, default=None)
@@ -472,10 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="talk with a model finetuned to chat (chapter 08's sft)")
     c.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder of sft()")
     c.add_argument("--system", default=None, help="a system message that opens every conversation")
-    c.add_argument("--max-new-tokens", type=_positive_int, default=200, help="longest reply, in tokens")
-    c.add_argument("--temperature", type=_temperature, default=0.7, help="0 = greedy (default 0.7)")
-    c.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest tokens")
-    c.add_argument("--top-p", type=_top_p, default=None, help="nucleus sampling, e.g. 0.9")
+    c.add_argument("--max-new-tokens", type=_as_given, default=200, help="longest reply, in tokens")
+    c.add_argument("--temperature", type=_as_given, default=0.7, help="0 = greedy (default 0.7)")
+    c.add_argument("--top-k", type=_as_given, default=None, help="sample among the k likeliest tokens")
+    c.add_argument("--top-p", type=_as_given, default=None, help="nucleus sampling, e.g. 0.9")
     c.add_argument("--seed", type=_natural_int, default=None)
     c.add_argument("--device", type=_device, default=None)
     c.set_defaults(func=cmd_chat)

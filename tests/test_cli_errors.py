@@ -170,10 +170,12 @@ def test_missing_checkpoint(tmp_path, capsys):
 BAD_GENERATE_ARGS = [
     (["--temperature", "-1"], "--temperature must be a number >= 0"),
     (["--temperature", "nan"], "--temperature must be a number >= 0"),
-    (["--top-k", "0"], "--top-k must be a positive integer, got 0"),
-    (["--top-p", "0"], "--top-p must be a number in (0, 1]"),
-    (["--top-p", "1.5"], "--top-p must be a number in (0, 1]"),
-    (["--max-new-tokens", "0"], "--max-new-tokens must be a positive integer, got 0"),
+    (["--temperature", "warm"], "--temperature must be a number >= 0"),
+    (["--top-k", "0"], "--top-k must be an integer >= 1"),
+    (["--top-k", "2.5"], "--top-k must be an integer >= 1"),
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--max-new-tokens", "-1"], "--max-new-tokens must be an integer >= 0, got -1"),
 ]
 
 
@@ -200,3 +202,10 @@ def test_entry_point_prints_one_line_and_exits_2(run_dir, tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_sampling_flags_are_refused_before_the_model_loads(command, tmp_path, capsys):
+    """A bad --top-p is reported as such even when the checkpoint does not exist: checked first."""
+    line = one_line_error(capsys, [command, "--checkpoint", str(tmp_path / "none"), "--top-p", "2"])
+    assert "--top-p must be in (0, 1]" in line and "no checkpoint" not in line

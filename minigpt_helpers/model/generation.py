@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "check_generation_args",
     "generate",
     "generate_ids",
     "sample_next",
@@ -81,7 +82,11 @@ def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | N
         _check_top_p(top_p)
 
 
-def _check_generate_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+def check_generation_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a ValueError naming the first bad sampling argument (what :func:`generate` checks on entry).
+
+    Public so that a caller (the command line) can refuse bad settings before loading a model.
+    """
     _check_sampling_args(temperature, top_k, top_p)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
@@ -223,7 +228,7 @@ def generate_ids(
     every step. Generation stops after ``max_new_tokens`` or right after yielding
     a token in ``stop_ids``. Arguments are checked now, not at the first ``next``.
     """
-    _check_generate_args(max_new_tokens, temperature, top_k, top_p)
+    check_generation_args(max_new_tokens, temperature, top_k, top_p)
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise ValueError("prompt_ids is empty: start from [tokenizer.eot_id] (generate() does this for you)")
@@ -442,7 +447,7 @@ def generate(
       context is cropped to its last ``block_size`` tokens with a warning;
       ``stop_at_eot`` stops when the model emits ``<|endoftext|>``.
     """
-    _check_generate_args(max_new_tokens, temperature, top_k, top_p)
+    check_generation_args(max_new_tokens, temperature, top_k, top_p)
     tok, ids = _prepare(model, prompt, tokenizer)  # a non-empty prompt that fits the context
     eot = getattr(tok, "eot_id", None)
     stop_ids = (eot,) if stop_at_eot and eot is not None else ()
