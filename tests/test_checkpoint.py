@@ -146,7 +146,7 @@ def test_missing_checkpoint_error_names_the_fix(tmp_path):
 
 
 def test_save_works_where_fsync_needs_a_writable_descriptor(tmp_path, monkeypatch):
-    """Windows refuses fsync on a file opened read-only (EBADF): every save used to fail there."""
+    """Windows refuses fsync on a file opened read-only (EBADF): a save must fsync through a descriptor opened for writing."""
     fcntl = pytest.importorskip("fcntl")  # POSIX only: F_GETFL tells how a descriptor was opened
     real_fsync = os.fsync
     refused = []

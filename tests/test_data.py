@@ -23,6 +23,12 @@ def texts(ds, n=None):
     return [row["text"] for row in islice(ds, n)]
 
 
+@pytest.fixture(autouse=True)
+def fresh_decision_line(monkeypatch):
+    """Each test starts as a fresh process would: no data decision printed yet."""
+    monkeypatch.setattr(data, "_said_decision", None)
+
+
 @pytest.fixture
 def online_env(monkeypatch):
     """No offline variables (set to a non-true value so the run restores them) and a fresh probe."""
@@ -224,8 +230,8 @@ def test_offline_sources_never_touch_the_network(no_network, tmp_path):
 
 
 def test_failed_probe_does_not_turn_the_process_offline(no_network, monkeypatch, capsys):
-    """Defect 9: after one failed probe, "auto" used to set HF_HUB_OFFLINE=1 for the whole process,
-    so every later probe (and transformers' from_pretrained) stayed offline for good."""
+    """A failed probe must not set HF_HUB_OFFLINE=1 for the whole process: every later probe (and
+    transformers' from_pretrained) would then stay offline for good."""
     before = dict(os.environ)
     probes = []
 
@@ -264,6 +270,20 @@ def test_resolve_source_says_what_auto_stands_for(monkeypatch, capsys):
     for other in ("shakespeare", "redpajama", "my/notes/*.txt"):
         assert m.resolve_source(other) == other
     assert m.resolve_source(Path("notes.txt")) == "notes.txt"
+
+
+def test_the_offline_reason_is_printed_once_per_process(monkeypatch, capsys):
+    """A notebook resolves "auto" in cell after cell: the reason is said the first time only."""
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (False, "no network (test)"))
+    assert m.resolve_source("auto", verbose=False) == "shakespeare"
+    assert capsys.readouterr().out == ""                       # quiet calls do not count as said
+    m.stream_documents("auto", "train")
+    m.stream_documents("auto", "validation")
+    assert m.resolve_source("auto") == "shakespeare"
+    assert capsys.readouterr().out.count("offline Shakespeare corpus, because no network (test)") == 1
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: (True, "the Hub answered (test)"))
+    assert m.resolve_source("auto") == "redpajama"             # a different answer is said again
+    assert "RedPajama-Data-1T-Sample, streamed from the Hub" in capsys.readouterr().out
 
 
 # --- RedPajama against a local imitation of the Hub repo -------------------------------

@@ -69,7 +69,7 @@ def test_bias_free_round_trip_comes_back_bias_free(tmp_path):
 
 
 def test_biases_changed_after_export_come_back_as_bias_true():
-    """Fine-tuned in transformers (biases not zero any more): still exact, with biases."""
+    """Fine-tuned in transformers (biases not zero): still exact, with biases."""
     model = _trained_like("tiny")
     hf = to_hf(model)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Tokenizers (issue 3): round trips, the fast BPE trainer vs a naive reference, errors, save/load."""
+"""Tokenizers: round trips, the fast BPE trainer vs a naive reference, errors, save/load."""
 
 from __future__ import annotations
 
@@ -71,7 +71,6 @@ def char(corpus: list[str]) -> CharTokenizer:
 
 
 # ----------------------------------------------------------------------------- BPE trainer
-@pytest.mark.slow
 @pytest.mark.slow
 def test_fast_trainer_matches_naive_reference_on_shakespeare() -> None:
     text = shakespeare(200_000)
@@ -321,7 +320,7 @@ def test_saved_tokenizer_json_is_utf8(tmp_path: Path) -> None:
 
 
 def test_tokenizer_json_in_a_legacy_locale_encoding_still_loads(tmp_path: Path, monkeypatch) -> None:
-    """Older versions wrote tokenizer.json in the locale's encoding (cp1252 on Windows): read it, and say so."""
+    """A tokenizer.json in the locale's encoding (cp1252 on Windows) is read, with a warning that says so."""
     import locale
 
     tok = CharTokenizer.train(["café — naïve"])

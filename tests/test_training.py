@@ -156,7 +156,7 @@ def test_time_budget_stops_and_schedule_spans_it():
     assert r.history.lrs[-1] < cfg.lr * 0.9  # the cosine decayed over the budget
 
 
-# ------------------------------------------------------------------------------ issue 10: settings, stops, crashes
+# ------------------------------------------------------------------------------ settings, stops, crashes
 @pytest.mark.parametrize("field,value", [
     ("eval_interval", 0), ("batch_size", 0), ("grad_accum", -1), ("max_steps", -5), ("max_steps", 2.5),
     ("time_budget_s", 0), ("time_budget_s", float("inf")), ("lr", float("nan")), ("lr", -1e-3),
@@ -374,9 +374,9 @@ def test_num_threads_holds_for_the_call_only():
         torch.set_num_threads(before)
 
 
-def test_a_checkpoint_with_the_rng_files_of_older_versions_resumes_exactly(tmp_path):
-    # Older versions also saved the RNG states (rng.safetensors and trainer.json's "rng"), which a
-    # resume never needed: every step re-seeds from (seed, rank, step). Such a checkpoint still resumes.
+def test_a_checkpoint_holding_rng_files_resumes_exactly(tmp_path):
+    # A checkpoint may hold RNG states (rng.safetensors and trainer.json's "rng"), which a resume
+    # never needs: every step re-seeds from (seed, rank, step). Such a checkpoint resumes exactly.
     import random
 
     import numpy as np

@@ -170,10 +170,10 @@ class Tokenizer:
 def _read_utf8_or_legacy(file: Path) -> str:
     """The text of ``file``: UTF-8 (what :meth:`Tokenizer.save` writes), or else the locale's encoding.
 
-    Versions before the UTF-8 fix wrote ``tokenizer.json`` in the locale's encoding
-    (e.g. cp1252 on Windows), so a non-ASCII vocabulary saved there is not valid
-    UTF-8; we read it the way it was written and say how to convert it, rather than
-    refusing a file that loaded before.
+    A ``tokenizer.json`` written in the locale's encoding (e.g. cp1252 on Windows, by
+    code that opened it without ``encoding=``) is not valid UTF-8 when its vocabulary
+    is not ASCII; we read it the way it was written and say how to convert it, rather
+    than refusing a tokenizer someone trained.
     """
     import locale
     import warnings
@@ -186,7 +186,7 @@ def _read_utf8_or_legacy(file: Path) -> str:
         if legacy.lower().replace("-", "") in ("utf8", "ascii", "ansi_x3.41968"):
             raise  # no other encoding to try: the file is simply not text
         text = raw.decode(legacy)
-        warnings.warn(f"{file} is not UTF-8: read it as {legacy}, the encoding older versions saved in; "
+        warnings.warn(f"{file} is not UTF-8: read it as {legacy}, this machine's locale encoding; "
                       "save the tokenizer again to write UTF-8", stacklevel=3)
         return text
 

@@ -100,7 +100,7 @@ class Muon(torch.optim.Optimizer):
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
         super().__init__(params, defaults)
         # the dtype of the Newton-Schulz products (torch's: always bfloat16). Kept out of the group
-        # defaults, so state_dict() stays JSON-friendly and loads into torch.optim.Muon as before.
+        # defaults, so state_dict() stays JSON-friendly and loads into torch.optim.Muon.
         self.ns_dtype = ns_dtype
         for group in self.param_groups:
             for p in group["params"]:
