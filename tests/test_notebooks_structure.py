@@ -93,7 +93,7 @@ def test_the_checks_catch_what_they_look_for():
 
 # ------------------------------------------------------------------------------ figures
 # Diagrams must render in JupyterLab, Colab and on GitHub with nothing but the notebook: an image is a cell
-# attachment, a file in the repository, or drawn by minigpt_helpers.diagrams.pipeline; never fetched from the network.
+# attachment, a file in the repository, or drawn by minigpt_helpers.diagrams; never fetched from the network.
 MD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML_IMAGE = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.I)
 DIAGRAM_CALL = re.compile(r"\bdiagrams(?:_model)?\.([A-Za-z_]\w*)\s*\(")
@@ -146,13 +146,13 @@ def test_the_figure_check_catches_what_it_looks_for(tmp_path: Path):
     good = [md("![windows](attachment:w.png)", {"w.png": {"image/png": "iVBOR"}}), md("![a](here.png)"),
             md('<img src="here.png" width=400>'), md("![inline](data:image/png;base64,iVBOR)"),
             code("from minigpt_helpers import diagrams\ndiagrams.kv_cache()\nsorted(diagrams.DIAGRAMS)"),
-            code("from minigpt_helpers.diagrams.pipeline import lr_schedule, gqa as g\nlr_schedule()"),
-            code("from minigpt_helpers.diagrams.pipeline import (\n    lora,\n    chat_mask,\n)"),
+            code("from minigpt_helpers.diagrams import lr_schedule, gqa as g\nlr_schedule()"),
+            code("from minigpt_helpers.diagrams import (\n    lora,\n    chat_mask,\n)"),
             code('Image(filename="here.png")')]
     assert figure_problems(good, tmp_path) == []
     bad = [md("![w](attachment:w.png)"), md("![a](missing.png)"), md('<img src="gone/x.svg">'),
            md("![web](https://example.com/fig.png)"), code("diagrams.kv_cahce()"),
-           code("from minigpt_helpers.diagrams.pipeline import nope"), code('plt.imread("lost.png")')]
+           code("from minigpt_helpers.diagrams import nope"), code('plt.imread("lost.png")')]
     problems = figure_problems(bad, tmp_path)
     assert [p.split(":")[0] for p in problems] == [f"cell {n}" for n in range(len(bad))], problems
 
