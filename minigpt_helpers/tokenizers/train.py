@@ -39,18 +39,21 @@ def training_texts(source: str = "auto", n_chars: int | None = None, *, verbose:
             return
 
 
-def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None) -> Tokenizer:
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None, *,
+                    progress: bool = False) -> Tokenizer:
     """A ``kind`` tokenizer ("bpe", "sentencepiece" or "char") trained on ``texts``.
 
     ``vocab_size`` defaults to :data:`DEFAULT_VOCAB` (quick mode: the smaller one).
     BPE is the course's byte-level BPE; SentencePiece trains its BPE model; "char"
     keeps an unknown-character id, so text from another source cannot crash a later chapter.
+    ``progress`` shows BPE's live line (characters read, then each merge); the other
+    kinds train in one call with nothing to show, so it does not apply to them.
     """
     if kind not in DEFAULT_VOCAB:
         raise ValueError(f"unknown tokenizer kind {kind!r}: choose one of {sorted(DEFAULT_VOCAB)}")
     vocab_size = vocab_size or pick(*DEFAULT_VOCAB[kind])
     if kind == "bpe":
-        return BPETokenizer.train(texts, vocab_size=vocab_size)
+        return BPETokenizer.train(texts, vocab_size=vocab_size, progress=progress)
     if kind == "sentencepiece":
         return SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type="bpe")
     return CharTokenizer.train(texts, vocab_size, unk=True)
