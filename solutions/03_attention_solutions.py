@@ -13,10 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt_helpers import attention, causal_mask, set_seed
+from minigpt_helpers import CausalSelfAttention, GPTConfig, attention, causal_mask, set_seed
 
 
 # ---------------------------------------------------------------- 1. sliding window
+# A mask in which each position sees only the last w positions (itself included), checked against
+# F.scaled_dot_product_attention with that boolean attn_mask; position t's output must not change
+# when tokens older than t-w+1 change.
 def window_mask(T: int, w: int) -> torch.Tensor:
     """(T, T) bool: position t sees positions t-w+1 .. t (itself and the w-1 before it)."""
     i = torch.arange(T)[:, None]
@@ -38,16 +41,25 @@ def exercise_1() -> None:
     ours = window_attention(q, k, v, w)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(T, w))
     assert torch.allclose(ours, ref, atol=1e-5)
-    # output at t=10 depends only on positions 7..10: change everything older, nothing moves
+    # A token at position s only enters attention through its key and value there (its query
+    # belongs to position s itself), so altering a token older than t-w+1 = 7 means altering
+    # k and v at positions 0..6. The output at t = 10 must not move; altering position 7 must move it.
+    t, first = 10, 10 - w + 1
     k2, v2 = k.clone(), v.clone()
-    k2[:, :, :7] = torch.randn_like(k2[:, :, :7])
-    v2[:, :, :7] = torch.randn_like(v2[:, :, :7])
-    assert torch.allclose(window_attention(q, k2, v2, w)[:, :, 10], ours[:, :, 10], atol=1e-6)
+    k2[:, :, :first] = torch.randn_like(k2[:, :, :first])
+    v2[:, :, :first] = torch.randn_like(v2[:, :, :first])
+    older = (window_attention(q, k2, v2, w)[:, :, t] - ours[:, :, t]).abs().max().item()
+    k2[:, :, first] = torch.randn_like(k2[:, :, first])
+    inside = (window_attention(q, k2, v2, w)[:, :, t] - ours[:, :, t]).abs().max().item()
+    assert older < 1e-6 < inside
     assert window_mask(T, T).equal(causal_mask(T, T))  # a window as long as the sequence is causal attention
-    print(f"1. window attention (w={w}) == SDPA with the window mask; tokens older than w are ignored")
+    print(f"1. window attention (w={w}) == SDPA with the window mask; at t={t}, altering tokens 0..{first - 1} "
+          f"moves the output by {older:.1e}, altering token {first} (inside the window) by {inside:.2f}")
 
 
 # ---------------------------------------------------------------- 2. multi-query attention
+# All heads share one key and one value head: the projection's parameters and the keys and values a
+# KV cache stores per token, against multi-head attention; checked against SDPA on repeated keys/values.
 class MultiQueryAttention(nn.Module):
     """H query heads share one key head and one value head (Shazeer, 2019)."""
 
@@ -71,11 +83,16 @@ def exercise_2() -> None:
     C, H = 64, 8
     mqa = MultiQueryAttention(C, H)
     n_mqa = sum(p.numel() for p in mqa.parameters())
-    n_mha = (C * 3 * C + 3 * C) + (C * C + C)
-    kv_mha, kv_mqa = 2 * C, 2 * (C // H)  # numbers a KV cache stores per token and layer
-    print(f"2. C={C}, H={H}: parameters MHA {n_mha:,} vs MQA {n_mqa:,}; "
-          f"KV cache per token/layer {kv_mha} vs {kv_mqa} numbers ({kv_mha // kv_mqa}x smaller)")
+    mha = CausalSelfAttention(GPTConfig(vocab_size=1, block_size=16, n_layer=1, n_head=H, n_embd=C, bias=True))
+    n_mha = sum(p.numel() for p in mha.parameters())
+    D = C // H
+    assert n_mha - n_mqa == 2 * (C - D) * (C + 1)  # k and v shrink from C to D outputs (weights and biases)
     x = torch.randn(2, 10, C)
+    kv_mha = 2 * mha.c_attn(x).split(C, dim=2)[1].size(-1)  # numbers a KV cache stores per token and layer
+    kv_mqa = 2 * mqa.c_attn(x).split([C, D, D], dim=2)[1].size(-1)
+    assert kv_mha == H * kv_mqa
+    print(f"2. C={C}, H={H}: parameters MHA {n_mha:,} vs MQA {n_mqa:,} ({1 - n_mqa / n_mha:.0%} fewer); "
+          f"KV cache per token/layer {kv_mha} vs {kv_mqa} numbers ({kv_mha // kv_mqa}x smaller)")
     q, k, v = mqa.c_attn(x).split([C, C // H, C // H], dim=2)
     q = q.view(2, 10, H, C // H).transpose(1, 2)
     k, v = (t.unsqueeze(1).expand(2, H, 10, C // H) for t in (k, v))  # repeat the shared head
@@ -86,19 +103,24 @@ def exercise_2() -> None:
 
 
 # ---------------------------------------------------------------- 3. attention sees a set
+# Without a causal mask and without position embeddings, permuting the input tokens permutes the
+# output of CausalSelfAttention's maths (its c_attn and c_proj, attention(..., causal=False)).
 def exercise_3() -> None:
     set_seed(0)
     B, T, C, H = 1, 7, 32, 4
-    c_attn = nn.Linear(C, 3 * C)
+    layer = CausalSelfAttention(GPTConfig(vocab_size=1, block_size=T, n_layer=1, n_head=H, n_embd=C))
     x = torch.randn(B, T, C)
 
-    def mha(x: torch.Tensor) -> torch.Tensor:  # no mask, no positions
-        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in c_attn(x).split(C, dim=2))
-        return attention(q, k, v, causal=False).transpose(1, 2).reshape(B, T, C)
+    def mha(x: torch.Tensor, causal: bool) -> torch.Tensor:  # no positions
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in layer.c_attn(x).split(C, dim=2))
+        return layer.c_proj(attention(q, k, v, causal=causal).transpose(1, 2).reshape(B, T, C))
 
     perm = torch.randperm(T)
-    assert torch.allclose(mha(x[:, perm]), mha(x)[:, perm], atol=1e-5)
-    print("3. permuting the input permutes the output: attention alone has no sense of order")
+    assert torch.allclose(mha(x[:, perm], causal=False), mha(x, causal=False)[:, perm], atol=1e-5)
+    masked = (mha(x[:, perm], causal=True) - mha(x, causal=True)[:, perm]).abs().max().item()
+    assert masked > 1e-3  # the causal mask is the only thing that knows the order
+    print("3. without a mask, permuting the input permutes the output: attention alone has no sense of order "
+          f"(with the causal mask the permuted outputs differ by up to {masked:.2f})")
 
 
 if __name__ == "__main__":
