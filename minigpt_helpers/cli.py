@@ -322,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         mcfg = GPTConfig(vocab_size=tok.vocab_size, **PRESETS[name]["model"])
         if main:
             print(f"[minigpt] preset {name!r}: {PRESETS[name]['doc']}")
-            print(f"[minigpt] model {mcfg}")
+            print(f"[minigpt] model: {mcfg.summary()}")
     set_seed(cfg.seed)
     model = GPT(mcfg)
     model.tokenizer = tok

@@ -333,3 +333,15 @@ def test_hf_conversion_refuses_what_it_cannot_express():
     with pytest.raises(ValueError, match="activation_function"):
         from_hf(transformers.GPT2LMHeadModel(cfg))
     # bias=False models are exported with zero biases now: tests/test_hf_export.py
+
+
+def test_config_summary_names_the_shape_and_only_the_changed_options():
+    gpt2 = GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=64)
+    assert gpt2.summary() == "2 layers x 64 wide, 2 heads, context 32, vocabulary 100"  # GPT-2's defaults
+    modern = GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64, bias=False, rope_theta=1e4,
+                       norm="rmsnorm", mlp="swiglu", n_kv_head=1)
+    line = modern.summary()
+    assert line.startswith("2 layers x 64 wide, 4 heads, context 32, vocabulary 100 (")
+    for option in ("bias=False", "rope_theta=10000.0", "norm='rmsnorm'", "mlp='swiglu'", "n_kv_head=1"):
+        assert option in line
+    assert "dropout" not in line and "attn_impl" not in line  # defaults are left out

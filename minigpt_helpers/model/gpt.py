@@ -134,6 +134,19 @@ class GPTConfig:
         """Key/value heads per layer: n_kv_head, or n_head when it is None."""
         return self.n_kv_head or self.n_head
 
+    def summary(self) -> str:
+        """One readable line: the shape, then only the options that differ from GPT-2's defaults.
+
+        For logs and printouts, where the full dataclass repr (19 fields) would bury the few that matter.
+        """
+        line = (f"{self.n_layer} layers x {self.n_embd} wide, {self.n_head} heads, context {self.block_size}, "
+                f"vocabulary {self.vocab_size}")
+        defaults = GPTConfig(vocab_size=1, block_size=1, n_layer=1, n_head=1, n_embd=1)
+        shape = {"vocab_size", "block_size", "n_layer", "n_head", "n_embd"}
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                   if f.name not in shape and getattr(self, f.name) != getattr(defaults, f.name)]
+        return line + (f" ({', '.join(changed)})" if changed else "")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

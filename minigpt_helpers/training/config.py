@@ -146,7 +146,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                "lr 3e-3, shuffled over the whole of a small corpus. On a CPU time goes into FLOPs, so a "
                "shallower model trained on more tokens learns faster per second than nanoGPT's 4-layer "
                "one: on char-level Tiny Shakespeare it reaches nanoGPT's CPU-recipe validation loss (1.90) "
-               "in about a third of the time (benchmarks/bench_training.py, BENCHMARKS.md).",
+               "in a fraction of the time (measured by benchmarks/bench_training.py: BENCHMARKS.md).",
         "model": dict(n_layer=2, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
         "train": dict(batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=30, max_steps=1200,
                       weight_decay=0.1, beta2=0.99, eval_interval=100, eval_windows=200,
