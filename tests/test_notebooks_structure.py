@@ -114,7 +114,7 @@ def figure_problems(cs: list[dict], folder: Path) -> list[str]:
                     if src[len("attachment:"):] not in (c.get("attachments") or {}):
                         problems.append(f"cell {n}: {src} is not attached to the cell")
                 elif re.match(r"(?i)[a-z][\w+.-]*://", src):
-                    problems.append(f"cell {n}: {src} needs the network: attach the image or draw it in diagrams.py")
+                    problems.append(f"cell {n}: {src} needs the network: attach the image or draw it in minigpt_helpers/diagrams")
                 elif not src.startswith("data:") and not (folder / src.split("#")[0].split("?")[0]).is_file():
                     problems.append(f"cell {n}: {src} does not exist (relative to {folder.name}/)")
         elif c["cell_type"] == "code":

@@ -188,14 +188,14 @@ def packing_windows(docs: Sequence[str] | None = None, block_size: int = 5, toke
 
 # ------------------------------------------------------------------------------ ch05: training step
 def training_step(grad_accum: int = 1, grad_clip: float = 1.0) -> Figure:
-    """One optimizer step of ``train()`` (training.py, ``one_step``), in the code's order.
+    """One optimizer step of ``train()`` (training/loop.py), in the code's order.
 
     Forward and backward run ``grad_accum`` times (gradients add up), then the
     gradient norm is clipped to ``grad_clip``, AdamW steps with the learning rate
     of ``lr_at``, and the gradients are reset.
     """
     W, H = 10.0, 5.3
-    fig, ax = canvas(W, H, "One training step", "what train() does, step after step (training.py, one_step)")
+    fig, ax = canvas(W, H, "One training step", "what train() does, step after step (training/loop.py)")
     bw, bh = 2.05, 1.0
     top, bottom = 3.15, 1.25
     xs = [0.3, 2.75, 5.2, 7.65]

@@ -21,7 +21,7 @@ dominating the softmax nor impossible), and the output head stays tied to it.
 **Loss on the assistant's tokens only**: the mask marks the tokens the model must
 learn to *produce* (each assistant text and its closing ``<|end|>``, so it learns to
 stop); every other target is :data:`IGNORE` (-1, which our GPT's cross-entropy skips,
-model.py; Hugging Face models use -100 for the same). The mask changes targets only,
+model/gpt.py; Hugging Face models use -100 for the same). The mask changes targets only,
 so a step costs exactly one forward and one backward pass, as in pretraining.
 
 **Batching**: one conversation per row, right-padded to ``block_size``. The model

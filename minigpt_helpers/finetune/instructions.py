@@ -22,7 +22,7 @@ that recur across the scenes of a play:
 **The split follows the corpus split.** Rows come from the documents of
 ``stream_documents("shakespeare")`` (one per scene, same files, same cutting), and a
 row is in ``"validation"`` exactly when its scene is in the corpus's validation
-split (the same hash of the scene's text, data.py). So a model pretrained on the
+split (the same hash of the scene's text, data/rows.py). So a model pretrained on the
 training split and finetuned on the training rows has never seen a validation
 scene. Rows are deterministic: each scene draws its rows from its own seeded
 random generator, so the set does not depend on file order.

@@ -1,7 +1,7 @@
 """The pieces of a modern GPT (chapter 07): RMSNorm, rotary position embeddings, and the MLP variants.
 
 Each piece replaces one part of GPT-2 (chapter 04) and is switched on by one
-``GPTConfig`` option (see model.py); with every option off the model is GPT-2.
+``GPTConfig`` option (see gpt.py); with every option off the model is GPT-2.
 
 * :class:`RMSNorm` (Zhang & Sennrich 2019, "Root Mean Square Layer Normalization"):
   LayerNorm without the mean subtraction and without a bias, ``x / rms(x) * g``.

@@ -1,7 +1,7 @@
 """A Hugging Face tokenizer (``AutoTokenizer``) behind the course's tokenizer protocol (chapter 07).
 
 Open-weight models come with their own tokenizer; to run them with the course's
-``generate`` and ``train`` we wrap it in the protocol of tokenizer.py:
+``generate`` and ``train`` we wrap it in the protocol of base.py:
 ``encode(text, allowed_special)``, ``decode(ids)``, ``vocab_size``, ``eot_id``, ``save``.
 
 * ``eot_id`` is the tokenizer's ``<|endoftext|>`` when it has one (GPT-2, SmolLM2,

@@ -1,8 +1,8 @@
 """How to train, as data: ``TrainConfig`` (every field checked), the named presets, the schedule.
 
-Kept apart from the loop in training.py so that each file reads in one sitting:
+Kept apart from the loop in loop.py so that each file reads in one sitting:
 this one says *what* a run does (batch, learning rate, when to evaluate and
-checkpoint), training.py *how*.
+checkpoint), loop.py *how*.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from torch import nn
 from ..data.batching import StreamPosition
 from .device import autocast
 
-IGNORE = -1  #: a target our GPT's loss skips (model.py: ``ignore_index=-1``); also "no token" in an input
+IGNORE = -1  #: a target our GPT's loss skips (model/gpt.py: ``ignore_index=-1``); also "no token" in an input
 
 
 class ExampleBatches:

@@ -561,7 +561,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         whose validation split is then used for ``val_data``; or a list of
         strings / a datasets.IterableDataset (then pass ``val_data`` yourself).
         Or a *batch source*, for examples that are not packed text (classification,
-        chat; e.g. ``classify.ExampleSource``): ``data.batches(batch_size, *, seed,
+        chat; e.g. ``training.examples.ExampleSource``): ``data.batches(batch_size, *, seed,
         position, rank, world_size, device)`` gives an iterator of ``(x, y)`` with
         ``position()`` (a StreamPosition, saved in checkpoints, passed back on resume)
         and ``close()``; ``data.evaluate(model, batch_size, device, precision)`` the validation
