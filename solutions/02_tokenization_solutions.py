@@ -145,7 +145,7 @@ def exercise_4_larger_vocabulary_in_a_time_budget(train_docs: list[str], val_tex
     per-step advantage carries over almost whole.
     """
     default_bpe = m.default_tokenizer("bpe", verbose=False)  # chapter 02's saved tokenizer (trained if missing)
-    large = BPETokenizer.train(m.training_texts(), vocab_size=m.pick(full=4096, quick=1024))  # like default_bpe
+    large = m.train_tokenizer("bpe", m.training_texts(), vocab_size=m.pick(full=4096, quick=1024))  # like default_bpe
     held_out = val_text[: m.pick(full=60_000, quick=20_000)]  # section 9's held-out text
     budget = m.pick(full=120, quick=8)
     rows = {}
