@@ -135,6 +135,17 @@ def test_causal_attention_masks_the_future() -> None:
     assert len(weights) == 4 * 5 // 2 and weights[0] == 1.0  # the first query sees only itself
 
 
+@pytest.mark.parametrize("tokens, seed", [(("The", "cat", "sat", "on", "the", "mat"), 0), (tuple("abcdefghij"), 1),
+                                          (tuple("abcdefghij"), 2)])
+def test_causal_attention_rows_show_numbers_adding_up_to_one(tokens: tuple[str, ...], seed: int) -> None:
+    fig = _draw("causal_attention", tokens=tokens, query=1, seed=seed)
+    shown = [round(100 * float(t.get_text())) for t in fig.axes[0].texts if re.fullmatch(r"\d\.\d\d", t.get_text())]
+    plt.close(fig)
+    rows = [shown[i * (i + 1) // 2:(i + 1) * (i + 2) // 2] for i in range(len(tokens))]  # row i shows i + 1 weights
+    assert [len(r) for r in rows] == list(range(1, len(tokens) + 1))
+    assert [sum(r) for r in rows] == [100] * len(tokens)  # in hundredths: exactly 1.00 as printed
+
+
 def test_lr_schedule_is_lr_at() -> None:
     cfg = TrainConfig(max_steps=200, warmup_steps=20, lr=6e-4, min_lr=6e-5)
     fig = _draw("lr_schedule", cfg=cfg)

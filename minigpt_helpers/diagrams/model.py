@@ -5,6 +5,7 @@ Import them from ``minigpt_helpers.diagrams``: this module only keeps that one s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -37,12 +38,28 @@ def _plus(ax, x: float, y: float, r: float = 0.17) -> None:
 
 
 # ------------------------------------------------------------------------------ ch03: Q, K, V and the mask
+def _round_keeping_total(values: Sequence[float], places: int = 2) -> list[float]:
+    """``values`` rounded to ``places`` decimals so that the rounded numbers add up to the rounded total.
+
+    Largest-remainder rounding: every value is rounded down, and the units still missing go to the values
+    that lost the most. Rounding each weight on its own can show a softmax row that adds up to 0.98.
+    """
+    unit = 10**places
+    scaled = [v * unit for v in values]
+    kept = [math.floor(s) for s in scaled]
+    missing = round(sum(scaled)) - sum(kept)
+    for i in sorted(range(len(kept)), key=lambda i: kept[i] - scaled[i])[:missing]:  # largest remainder first
+        kept[i] += 1
+    return [k / unit for k in kept]
+
+
 def causal_attention(tokens: Sequence[str] = ("The", "cat", "sat", "on", "the", "mat"), query: int = 2,
                      seed: int = 0) -> Figure:
     """Q, K, V from the same tokens, and the causal mask: query ``i`` attends to keys ``j <= i`` only.
 
     The mask is ``attention.causal_mask``; the weights are a softmax of random scores
-    (seeded) with the masked cells at -inf, so every row sums to 1 over the past.
+    (seeded) with the masked cells at -inf, so every row sums to 1 over the past. They are shown
+    to two decimals, rounded so that each row's shown numbers add up to exactly 1.
     """
     import torch
 
@@ -55,6 +72,7 @@ def causal_attention(tokens: Sequence[str] = ("The", "cat", "sat", "on", "the", 
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(T, T, generator=g) * 1.2
     weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    shown = [_round_keeping_total(row[: i + 1].tolist()) for i, row in enumerate(weights)]  # the visible cells
     cs = 0.52
     W, H = 10.4, 1.75 + T * cs + 1.0
     fig, ax = canvas(W, H, "Self-attention with a causal mask",
@@ -85,7 +103,7 @@ def causal_attention(tokens: Sequence[str] = ("The", "cat", "sat", "on", "the", 
         for j in range(T):
             y = gy + (T - i - 1) * cs
             if mask[i, j]:
-                w = float(weights[i, j])
+                w = shown[i][j]
                 shade = 1 - 0.75 * w
                 fill = (1 - 0.45 * (1 - shade), 1 - 0.6 * (1 - shade), 1 - 0.2 * (1 - shade))
                 cell(ax, gx + j * cs, y, cs, cs, f"{w:.2f}", fill=fill, edge="#8f7bb8", fontsize=SMALL)
