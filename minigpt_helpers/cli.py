@@ -16,7 +16,8 @@ data even if the network has come back or gone since. Without ``--preset`` the
 recommended preset for the device is used (see ``--list-presets``).
 
 ``generate`` prints the text as it is generated when the output is a terminal
-(or with ``--stream``), and all at once otherwise.
+(or with ``--stream``), and all at once otherwise. It stops when the model writes
+``<|endoftext|>``, the end of a document (``--no-stop-at-eot`` to go on).
 
 Errors: a bad argument or input (a negative ``--steps``, a missing or binary
 data file, a device this machine lacks, a damaged checkpoint...) prints one line
@@ -223,10 +224,11 @@ def _build_tokenizer(kind: str, data: str, out: Path, vocab_size: int | None, ma
         return tok, False
     if not main:
         raise RuntimeError("internal: only rank 0 trains the tokenizer")
+    texts = list(training_texts(data, TOKENIZER_CHARS))  # at most ~TOKENIZER_CHARS characters: a few MB
     # the full-size vocabulary even in quick mode: a CLI run is a real run
-    tok = train_tokenizer(kind, training_texts(data, TOKENIZER_CHARS), vocab_size or DEFAULT_VOCAB[kind][0])
+    tok = train_tokenizer(kind, texts, vocab_size or DEFAULT_VOCAB[kind][0])
     tok.save(path)
-    print(f"[minigpt] tokenizer: trained {tok!r} on about {TOKENIZER_CHARS:,} characters; "
+    print(f"[minigpt] tokenizer: trained {tok!r} on {sum(map(len, texts)):,} characters of the training split; "
           f"saved to {shown_path(path)}")
     return tok, True
 
@@ -359,7 +361,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _check_sampling(args)
     model = load_checkpoint(args.checkpoint, device=args.device)
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, seed=args.seed)
+                    top_p=args.top_p, seed=args.seed, stop_at_eot=args.stop_at_eot)
     stream = args.stream if args.stream is not None else sys.stdout.isatty()
     if stream:  # each piece as soon as it forms complete characters: the text appears as it is written
         for piece in generate(model, args.prompt, stream=True, **sampling):
@@ -461,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", type=_device, default=None)
     q.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print the text as it is generated (default: when the output is a terminal)")
+    q.add_argument("--stop-at-eot", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop when the model writes <|endoftext|>, where a new, unrelated document would begin")
     q.set_defaults(func=cmd_generate)
     c = sub.add_parser("chat", help="talk with a model finetuned to chat (chapter 08's sft)")
     c.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder of sft()")

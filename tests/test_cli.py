@@ -115,6 +115,14 @@ def test_generate_streams_to_a_terminal_by_default(checkpoint, generate_calls, c
     assert len(out) == 2 and out[0] == out[1]
 
 
+def test_generate_stops_at_endoftext_unless_told(checkpoint, generate_calls):
+    args = ["generate", "--checkpoint", str(checkpoint), "--prompt", "ROMEO", "--max-new-tokens", "5", "--seed", "0"]
+    assert main(args) == 0
+    assert main(args + ["--no-stop-at-eot"]) == 0
+    assert main(args + ["--stop-at-eot"]) == 0
+    assert [c["stop_at_eot"] for c in generate_calls] == [True, False, True]
+
+
 @pytest.fixture()
 def tiny_shakespeare(tmp_path, monkeypatch):
     """A two-play stand-in for the offline corpus (fast to tokenize)."""

@@ -134,8 +134,8 @@ def test_greedy_is_token_for_token_identical_with_and_without_cache(model, char_
     # and through the text interface, prompts longer than the context included
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        a = generate(model, prompt, 60, temperature=0, use_cache=True)
-        b = generate(model, prompt, 60, temperature=0, use_cache=False)
+        a = generate(model, prompt, 60, temperature=0, use_cache=True, stop_at_eot=False)
+        b = generate(model, prompt, 60, temperature=0, use_cache=False, stop_at_eot=False)
     assert len(caught) == (2 if len(prompt) > 16 else 0)  # the crop notice, once per call
     assert a == b == prompt + char_tok.decode(with_cache)
 
@@ -173,9 +173,9 @@ def test_model_mode_is_restored(model, char_tok):
 
 
 def test_seed_makes_sampling_reproducible(model):
-    a = generate(model, "The", 40, temperature=1.0, seed=123)
-    b = generate(model, "The", 40, temperature=1.0, seed=123)
-    c = generate(model, "The", 40, temperature=1.0, seed=124)
+    a = generate(model, "The", 40, temperature=1.0, seed=123, stop_at_eot=False)  # all 40 tokens, so seeds differ
+    b = generate(model, "The", 40, temperature=1.0, seed=123, stop_at_eot=False)
+    c = generate(model, "The", 40, temperature=1.0, seed=124, stop_at_eot=False)
     assert a == b
     assert a != c
     d = generate(model, "The", 40, temperature=0.9, top_k=5, top_p=0.9, seed=7, use_cache=False)
@@ -197,6 +197,39 @@ def test_generation_stops_right_after_a_stop_token(model):
     assert list(generate_ids(model, [0, 1], 5, temperature=0, stop_ids=[first[2]])) == first[: first.index(first[2]) + 1]
 
 
+def test_generate_stops_at_endoftext_by_default(model, char_tok):
+    """<|endoftext|> separated documents in training: generate stops right after it unless stop_at_eot=False."""
+    calls = []
+
+    def eot_third(module, args, output):  # the model writes <|endoftext|> as its 3rd token, and only then
+        logits, loss = output
+        calls.append(1)
+        logits = logits.clone()
+        logits[:, -1, char_tok.eot_id] = 1e4 if len(calls) == 3 else -1e4
+        return logits, loss
+
+    hook = model.register_forward_hook(eot_third)
+    texts, n_calls = {}, {}
+    try:
+        for name, kwargs in [("default", {}), ("stream", dict(stream=True)), ("plain", dict(use_cache=False)),
+                             ("on", dict(stop_at_eot=False))]:
+            calls.clear()  # one forward call per new token, with the cache (prefill first) and without
+            out = generate(model, "The", 10, temperature=0, **kwargs)
+            texts[name] = "".join(out) if name == "stream" else out
+            n_calls[name] = len(calls)
+    finally:
+        hook.remove()
+    eot = char_tok.decode([char_tok.eot_id])
+    assert eot == "<|endoftext|>"
+    stopped = texts["default"]
+    assert stopped.endswith(eot) and len(stopped) == len("The") + 2 + len(eot)  # 2 characters, then the end
+    assert texts["stream"] == texts["plain"] == stopped
+    assert n_calls["default"] == n_calls["plain"] == 3  # nothing is computed after it
+    went_on = texts["on"]
+    assert n_calls["on"] == 10 and went_on.startswith(stopped)
+    assert len(went_on) == len(stopped) + 7  # the 7 tokens after it, one character each
+
+
 # ----------------------------------------------------------------------------- streaming
 
 
@@ -211,8 +244,8 @@ def test_stream_equals_non_stream_char(model, seed):
 def test_stream_equals_non_stream_bytes(byte_tok, seed):
     m = tiny_model(byte_tok, block_size=32, seed=seed)
     prompt = "Größe: 5 €, "
-    text = generate(m, prompt, 120, temperature=1.0, seed=seed)
-    pieces = list(generate(m, prompt, 120, temperature=1.0, seed=seed, stream=True))
+    text = generate(m, prompt, 120, temperature=1.0, seed=seed, stop_at_eot=False)  # all 120 random bytes
+    pieces = list(generate(m, prompt, 120, temperature=1.0, seed=seed, stream=True, stop_at_eot=False))
     assert "".join(pieces) == text
     assert "\ufffd" in text  # random bytes: the hard case (partial and invalid UTF-8) really happened
 
@@ -257,7 +290,7 @@ def test_empty_prompt_starts_from_endoftext(model, char_tok):
     seen = []
     hook = model.register_forward_pre_hook(lambda m, args: seen.append(args[0][0].tolist()))
     try:
-        out = generate(model, "", 5, temperature=0)
+        out = generate(model, "", 5, temperature=0, stop_at_eot=False)
     finally:
         hook.remove()
     assert seen[0] == [char_tok.eot_id]

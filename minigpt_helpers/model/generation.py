@@ -6,6 +6,9 @@ the course imports::
     from minigpt_helpers import generate
     print(generate(model, "The research shows"))          # the model carries its tokenizer
 
+It stops early when the model writes ``<|endoftext|>`` (the boundary between two
+training documents), unless told ``stop_at_eot=False``.
+
 The pipeline, one token at a time::
 
     logits (V,) --/temperature--> top-k --> top-p --> softmax --> sample --> next id
@@ -432,7 +435,7 @@ def generate(
     stream: bool = False,
     use_cache: bool = True,
     tokenizer: Any = None,
-    stop_at_eot: bool = False,
+    stop_at_eot: bool = True,
 ) -> str | Iterator[str]:
     """Continue ``prompt`` with up to ``max_new_tokens`` tokens; return prompt + continuation.
 
@@ -444,8 +447,14 @@ def generate(
     - ``use_cache`` uses the KV cache (same greedy tokens, much faster).
     - The model's own ``model.tokenizer`` is used unless ``tokenizer`` is given.
     - An empty prompt starts from ``<|endoftext|>``; a prompt longer than the
-      context is cropped to its last ``block_size`` tokens with a warning;
-      ``stop_at_eot`` stops when the model emits ``<|endoftext|>``.
+      context is cropped to its last ``block_size`` tokens with a warning.
+    - ``stop_at_eot`` (on by default) stops right after the model writes
+      ``<|endoftext|>``: in training that token separated one document from the
+      next, so whatever follows it starts a new, unrelated document. The text then
+      ends with ``<|endoftext|>``, which shows why it is shorter than asked.
+      ``stop_at_eot=False`` always generates ``max_new_tokens`` tokens (as
+      :func:`generate_ids` does unless given ``stop_ids``); a tokenizer without an
+      ``eot_id`` never stops early.
     """
     check_generation_args(max_new_tokens, temperature, top_k, top_p)
     tok, ids = _prepare(model, prompt, tokenizer)  # a non-empty prompt that fits the context
