@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import regex
 import torch
+from bpe_reference import merge
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -11,11 +13,13 @@ from minigpt_helpers.data.batching import (
     PackedStream,
     StreamPosition,
     document_tokens,
+    encode_text,
     pack_windows,
     train_batches,
     val_windows,
 )
 from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.tokenizers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
 
 DOCS = ["hello world", "abc", "the quick brown fox jumps over the lazy dog " * 3, "x", "Zebra crossing!"]
 TOK = CharTokenizer.train(["".join(DOCS) + "qwertyuiopasdfghjklzxcvbnm"])
@@ -49,6 +53,54 @@ def test_literal_eot_text_is_not_a_separator():
     tok = CharTokenizer.train(["ab<|endoftext|> plain"])
     ids = [t for w in pack_windows(["a<|endoftext|>b"], tok, 3) for t in w]
     assert ids.count(tok.eot_id) <= 1  # only the real separator after the document
+
+
+QUOTED_EOT = 'He said "<|endoftext|>" twice'
+
+
+def bpe_by_definition(tok: BPETokenizer, text: str) -> list[int]:
+    """Byte-level BPE by its definition: the GPT-4 pre-split chunks, each merged on its own, every merge in order."""
+    ids: list[int] = []
+    for chunk in regex.findall(GPT4_SPLIT_PATTERN, text):
+        piece = tuple(chunk.encode("utf-8"))
+        for k, pair in enumerate(tok.merges):
+            piece = merge(piece, pair, 256 + k)
+        ids += piece
+    return ids
+
+
+def test_a_literal_eot_is_encoded_as_ordinary_bpe_text():
+    # trained so that ' "<|' (a quote, then the literal's first characters: one pre-split chunk) is one token
+    tok = BPETokenizer.train(['He said "<|x|>" twice, she said "<|y|>" once. ' * 40,
+                              "the quick brown fox jumps over the lazy dog while seven wizards quietly hex frogs " * 5],
+                             vocab_size=320)
+    ids = encode_text(tok, QUOTED_EOT)
+    assert ids == bpe_by_definition(tok, QUOTED_EOT)
+    assert b' "<|' in [tok.token_bytes(i) for i in ids]  # a token spans the literal's edge, as in ordinary text
+    assert tok.eot_id not in ids and tok.decode(ids) == QUOTED_EOT
+    assert encode_text(tok, "He said twice") == tok.encode("He said twice")  # no literal: plain encode
+
+
+def test_a_hugging_face_tokenizer_encodes_the_literal_as_ordinary_text(local_hf_tokenizer):
+    from minigpt_helpers.tokenizers.hf import HFTokenizer
+
+    tok = HFTokenizer(local_hf_tokenizer)
+    ids = encode_text(tok, QUOTED_EOT)
+    backend = local_hf_tokenizer.backend_tokenizer  # its pre-split chunks, each through the BPE model alone
+    reference = [t.id for piece, _ in backend.pre_tokenizer.pre_tokenize_str(QUOTED_EOT)
+                 for t in backend.model.tokenize(piece)]
+    assert ids == reference and tok.eot_id not in ids and tok.decode(ids) == QUOTED_EOT
+
+
+def test_a_tokenizer_with_only_encode_never_gets_the_end_of_text_id():
+    text = "abc<|endoftext|>xyz"
+    tok = CharTokenizer.train([text])
+
+    class EncodeOnly:  # a user's own tokenizer: no encode_ordinary
+        def encode(self, text: str) -> list[int]:
+            return tok.encode(text)
+
+    assert encode_text(EncodeOnly(), text) == [tok.stoi[c] for c in text] == encode_text(tok, text)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 5, 1000])

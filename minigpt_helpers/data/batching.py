@@ -52,10 +52,18 @@ def encode_text(tokenizer, text: str) -> list[int]:
     """``tokenizer.encode(text)``, with a literal "<|endoftext|>" in the text encoded as ordinary text.
 
     Web text does contain that string; it must not end a document early, and it
-    must not stop training either (our tokenizers refuse it by default).
+    must not stop training either (our tokenizers refuse it in ``encode`` by default).
+    ``tokenizer.encode_ordinary`` (the course's tokenizers; tiktoken's encodings too)
+    encodes the whole text as if there were no special token, so the literal's bytes
+    go through the same merges as the text around it: the same ids as ordinary BPE.
+    A tokenizer without that method gets the text cut at the literal, which is then
+    encoded in two pieces apart from its neighbours (never the end-of-text id).
     """
     if EOT_TEXT not in text:
         return tokenizer.encode(text)
+    ordinary = getattr(tokenizer, "encode_ordinary", None)
+    if ordinary is not None:
+        return list(ordinary(text))
     ids: list[int] = []
     for i, part in enumerate(text.split(EOT_TEXT)):
         if i:

@@ -3,6 +3,7 @@
 Three tokenizers share one small protocol (the :class:`Tokenizer` base class):
 
     encode(text, allowed_special="none") -> list[int]
+    encode_ordinary(text) -> list[int]   ``<|endoftext|>`` in the text is text, not the special id
     decode(ids) -> str
     vocab_size, eot_id
     save(path)          writes a *directory* (created if needed)
@@ -14,7 +15,9 @@ Three tokenizers share one small protocol (the :class:`Tokenizer` base class):
 Every tokenizer has the special token ``<|endoftext|>`` (:data:`EOT`) that
 separates documents. Text that *contains* that string is ambiguous (is it a
 document boundary or somebody writing about tokenizers?), so ``encode`` refuses
-it unless told ``allowed_special="all"`` - never a silent choice.
+it unless told ``allowed_special="all"`` - never a silent choice. ``encode_ordinary``
+is the other choice, made explicitly: the string is encoded as the ordinary text it is
+(tiktoken's method of the same name).
 
 This module holds the protocol, the registry of saved types, the character-level
 tokenizer and :func:`load_tokenizer`. Byte-level BPE lives in ``bpe.py``, the
@@ -63,7 +66,7 @@ def check_special(text: str, allowed_special: str) -> bool:
         if allowed_special == "none":
             raise ValueError(
                 f"text contains the special token {EOT}; pass allowed_special=\"all\" to encode it as the "
-                "end-of-text id, or remove it from the text"
+                "end-of-text id, or use encode_ordinary(text) to encode it as plain text"
             )
         return True
     return False
@@ -121,6 +124,17 @@ class Tokenizer:
             if part:
                 ids.extend(self._encode_ordinary(part))
         return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids for ``text`` with a literal ``<|endoftext|>`` encoded as ordinary text, never as :attr:`eot_id`.
+
+        Web text does contain that string. Here it is text like any other: for byte-level BPE its
+        bytes go through the same pre-split and merges as the text around it, so the tokens at its
+        edges are the ones ordinary BPE gives (what tiktoken's ``encode_ordinary`` does).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode_ordinary() takes a str, got {type(text).__name__}")
+        return self._encode_ordinary(text)
 
     def encode_batch(self, texts: Iterable[str], allowed_special: AllowedSpecial = "none") -> list[list[int]]:
         """``[encode(t) for t in texts]`` (subclasses may do it faster)."""

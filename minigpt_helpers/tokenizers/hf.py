@@ -7,7 +7,7 @@ Open-weight models come with their own tokenizer; to run them with the course's
 * ``eot_id`` is the tokenizer's ``<|endoftext|>`` when it has one (GPT-2, SmolLM2,
   Qwen), else its end-of-sequence token (Llama's ``</s>``): the id that separates
   documents. As with every course tokenizer, the text ``<|endoftext|>`` is encoded to it
-  only with ``allowed_special="all"``.
+  only with ``allowed_special="all"``; ``encode_ordinary`` encodes it as ordinary text.
 * Ordinary text is encoded without added special tokens (no BOS): the course's data
   pipeline puts its own separators between documents.
 * ``save(path)`` writes the Hugging Face files into ``path/hf/`` (``save_pretrained``)
@@ -58,6 +58,16 @@ class HFTokenizer(Tokenizer):
 
     def _encode_ordinary(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of ``text`` with special-token strings in it (``<|endoftext|>``, ...) encoded as ordinary text.
+
+        ``split_special_tokens=True`` makes the Hugging Face tokenizer treat them like any other
+        characters (transformers >= 4.42 for fast tokenizers), never as their special ids.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode_ordinary() takes a str, got {type(text).__name__}")
+        return list(self.hf.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def encode_batch(self, texts: Iterable[str], allowed_special: str = "none") -> list[list[int]]:
         texts = list(texts)

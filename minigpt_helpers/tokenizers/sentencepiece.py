@@ -175,6 +175,24 @@ class SentencePieceTokenizer(Tokenizer):
                 ids.extend(self.sp.encode(part))
         return ids
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of ``text`` with a literal ``<|endoftext|>`` encoded as characters, never as :attr:`eot_id`.
+
+        SentencePiece matches its user-defined symbol ``<|endoftext|>`` wherever the string
+        occurs, with no switch to turn that off; so the text is cut there and the literal is
+        encoded as two pieces, ``<|endoftext`` and ``|>``, apart from its neighbours: the
+        closest SentencePiece comes to ordinary text (the tokens at its edges may differ).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode_ordinary() takes a str, got {type(text).__name__}")
+        ids: list[int] = []
+        for i, part in enumerate(text.split(EOT)):
+            if i:
+                ids += self._encode_ordinary(EOT[:-2]) + self._encode_ordinary(EOT[-2:])
+            if part:
+                ids += self._encode_ordinary(part)
+        return ids
+
     def encode_batch(self, texts: Iterable[str], allowed_special: str = "none") -> list[list[int]]:
         texts = list(texts)
         if allowed_special == "none" and not any(EOT in t or META in t for t in texts):
