@@ -1,7 +1,10 @@
 """Chat format and SFT: tokenizer extension, resized embeddings, the template, the assistant-only mask token by
-token, conversations that never see each other in a batch, stopping at the end of the turn, SFT with train()."""
+token, conversations that never see each other in a batch, stopping at the end of the turn, SFT with train(), early
+stopping, and the chat-mask diagram drawn with a real tokenizer."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from minigpt_helpers.finetune.chat import (
     CHAT_TOKENS,
     ChatSession,
     ChatTokenizer,
+    EarlyStopping,
     add_chat_tokens,
     chat_reply,
     chat_text,
@@ -177,3 +181,60 @@ def test_lora_sft_trains_adapters_and_the_new_token_rows_only(tmp_path):
     chat = load_chat_model(tmp_path / "lora", device="cpu")  # adapters merged in
     x = torch.tensor([[1, 2, 3]])
     assert isinstance(chat, GPT) and torch.allclose(chat(x)[0], wrapped.eval()(x)[0], atol=1e-5)
+
+
+def test_early_stopping_waits_patience_evaluations_without_improvement():
+    def info(losses: list[float]) -> dict:
+        return {"history": SimpleNamespace(val_losses=losses, val_steps=[10 * k for k in range(len(losses))])}
+
+    stop = EarlyStopping(patience=2, min_delta=0.05)
+    assert stop(info([])) is False and stop.best_step is None
+    assert stop(info([5.0, 4.0, 3.0])) is False and (stop.best_loss, stop.best_step) == (3.0, 20)
+    assert stop(info([5.0, 4.0, 3.0, 2.97])) is False and stop.best_step == 20 and stop.since_best == 1  # < min_delta
+    assert stop(info([5.0, 4.0, 3.0, 2.97, 3.2])) is True and stop.best_step == 20 and stop.since_best == 2
+    assert stop(info([5.0, 4.0, 3.0, 2.97, 2.9])) is False and stop.best_step == 40  # 0.1 below the best: better
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="patience"):
+            EarlyStopping(patience=bad)
+    with pytest.raises(ValueError, match="min_delta"):
+        EarlyStopping(min_delta=-0.1)
+
+
+def test_sft_stops_when_the_callback_says_so():
+    stop = EarlyStopping(patience=1, min_delta=1e9)  # no evaluation can improve by that much
+    result = sft(tiny_model(), [convo(u, a) for u, a in GREETINGS], [convo("hi", "yo")], TrainConfig(
+        batch_size=2, max_steps=20, warmup_steps=1, eval_interval=3, device="cpu"), live="off", callback=stop)
+    assert result.stop_reason == "callback" and result.step == 3  # the first evaluation after step 0
+    assert result.history.val_steps == [0, 3] and stop.best_step == 0 and stop.since_best == 1
+
+
+def test_the_chat_mask_diagram_draws_a_real_tokenizers_tokens_legibly():
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from minigpt_helpers import diagrams
+
+    base = BPETokenizer.train(["to be or not to be, that is the question " * 20], vocab_size=270)
+    tok = ChatTokenizer(base)
+    msgs = [("user", "to be or not to be, that is the question, " * 2), ("assistant", "that is the question"),
+            ("user", "or not?"), ("assistant", "to be")]
+    ids, mask = render_conversation(tok, [{"role": r, "content": t} for r, t in msgs])
+    fig = diagrams.chat_mask(msgs, tokenizer=tok)
+    try:
+        texts = [t for t in fig.axes[0].texts if t.get_text().strip()]
+        labels = [t.get_text() for t in texts]
+        assert labels.count("loss") == sum(mask) and labels.count("-1") == len(ids) - sum(mask)  # a cell per token
+        assert fig.get_figheight() > 2.75 + 1.15 * 1.5  # 3 lines or more: the long question wraps
+        # as test_diagrams checks every diagram: >= 9 pt, inside the figure, no two labels overlapping (pixels)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        boxes = [(t.get_text(), t.get_window_extent(canvas.get_renderer())) for t in texts]
+        assert min(t.get_fontsize() for t in texts) >= 9
+        assert all(b.x0 >= -1 and b.y0 >= -1 and b.x1 <= fig.bbox.x1 + 1 and b.y1 <= fig.bbox.y1 + 1 for _, b in boxes)
+        overlaps = [(a, b) for i, (a, p) in enumerate(boxes) for b, q in boxes[i + 1:]
+                    if min(p.x1, q.x1) - max(p.x0, q.x0) > 1.5 and min(p.y1, q.y1) - max(p.y0, q.y0) > 1.5]
+        assert overlaps == []  # e.g. <|endoftext|> beside <|user|>, <|end|> beside <|assistant|>
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="add_chat_tokens"):
+        diagrams.chat_mask(msgs, tokenizer=base)

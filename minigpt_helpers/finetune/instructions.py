@@ -34,6 +34,14 @@ the histories and the tragedies, and it is labelled a tragedy here. Cymbeline is
 among the Folio's tragedies. Pericles (not in the Folio) and the poems have no
 genre and are left out of genre rows and :func:`genre_examples`.
 
+**The genre classifier's passages are split by play** (:func:`genre_examples`),
+not by scene: the plays of :data:`GENRE_HELD_OUT` (two of each genre) are the
+validation set, every other play the training set. A play's names and places give
+the play away, and the play gives its genre, so with scenes of one play on both
+sides a classifier could score by recognising the play. The instruction set's
+``"genre"`` task keeps the corpus's split by scene: its ``"play"`` task can only be
+learned for plays seen in training.
+
 Your own data: :func:`read_conversations` reads a JSONL file of ``{"messages": [...]}``
 rows; :func:`hub_conversations` streams a Hub dataset in that format (e.g.
 ``HuggingFaceTB/smol-smoltalk``) when the Hub answers.
@@ -56,6 +64,10 @@ TASKS = ("speaker", "play", "genre", "use_word")
 GENRES = ("comedy", "history", "tragedy")
 GENRE_SOURCE = ("the First Folio (1623) catalogue: Comedies, Histories, Tragedies; Troilus and Cressida "
                 "(absent from the catalogue, printed as a tragedy) counted a tragedy; Pericles and the poems excluded")
+#: The plays whose every scene is in the genre classifier's validation set, two of each genre (a fixed
+#: list, so the split never changes). The histories are the two outside the tetralogies (Richard II to
+#: Henry V, Henry VI to Richard III), whose kings and lords speak from play to play.
+GENRE_HELD_OUT = ("twelfth_night", "much_ado_about_nothing", "john", "henry_viii", "macbeth", "othello")
 
 #: file stem -> (title, First Folio genre or None for works outside the Folio)
 PLAYS: dict[str, tuple[str, str | None]] = {
@@ -285,32 +297,53 @@ def instruction_set(split: str, *, tasks: Sequence[str] = TASKS, per_scene: int 
     return rows
 
 
-def genre_examples(split: str, *, max_chars: int = 300, per_scene: int = 4,
-                   seed: int = 0) -> list[dict[str, str]]:
-    """Passages of the scenes of ``split`` labelled with their play's genre (:data:`GENRE_SOURCE`).
+def _passages(text: str, max_chars: int) -> list[str]:
+    """A scene cut into runs of whole speeches ("NAME.\\nline\\n...") of at most ``max_chars`` characters."""
+    chunks, current = [], ""
+    for who, body in speeches(text):
+        speech = f"{who}.\n" + "\n".join(body)
+        if current and len(current) + 2 + len(speech) > max_chars:
+            chunks.append(current)
+            current = ""
+        current = (current + "\n\n" + speech if current else speech)[:max_chars]
+    return chunks + ([current] if current else [])
 
-    Rows ``{"text", "label", "source", "scene_id"}``: up to ``per_scene`` passages per
-    scene, each a run of whole speeches ("NAME.\\nline\\n...") of at most ``max_chars``
-    characters, as the corpus prints them. Plays without a Folio genre are left out.
+
+def genre_examples(split: str, *, max_chars: int = 300, per_scene: int = 4, seed: int = 0,
+                   held_out: Sequence[str] = GENRE_HELD_OUT) -> list[dict[str, str]]:
+    """Passages of plays labelled with their genre (:data:`GENRE_SOURCE`), split by play.
+
+    ``"validation"`` holds every scene of the plays in ``held_out`` (file stems, at
+    least one of each genre; :data:`GENRE_HELD_OUT` by default), ``"train"`` every
+    scene of the other plays: no play has scenes on both sides, so validation asks
+    for the genre of plays the classifier never had a label for. This split does not
+    follow the corpus's split by scene: a model pretrained on the corpus's training
+    split has read most scenes of the held-out plays, as text without a label.
+
+    Rows ``{"text", "label", "source", "scene_id", "corpus_split"}``: up to
+    ``per_scene`` passages per scene, each a run of whole speeches ("NAME.\\nline\\n...")
+    of at most ``max_chars`` characters, as the corpus prints them; ``corpus_split``
+    is the scene's side in the corpus (``"validation"``: never read in pretraining).
+    Plays without a Folio genre are left out.
     """
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
+    held = set(held_out)
+    unknown = sorted(held - {stem for stem, (_, genre) in PLAYS.items() if genre is not None})
+    missing = sorted(set(GENRES) - {PLAYS[stem][1] for stem in held - set(unknown)})
+    if unknown or missing:
+        raise ValueError(f"held_out must name plays with a Folio genre (file stems, e.g. {GENRE_HELD_OUT[0]!r}), "
+                         f"at least one of each genre: unknown {unknown}, no play held out for {missing}")
     out = []
     for scene in corpus_scenes():
         genre = PLAYS.get(scene.stem, (None, None))[1]
-        if scene.split != split or not scene.is_play_scene or genre is None:
+        if not scene.is_play_scene or genre is None or (scene.stem in held) != (split == "validation"):
             continue
-        chunks, current = [], ""
-        for who, body in speeches(scene.text):
-            speech = f"{who}.\n" + "\n".join(body)
-            if current and len(current) + 2 + len(speech) > max_chars:
-                chunks.append(current)
-                current = ""
-            current = (current + "\n\n" + speech if current else speech)[:max_chars]
-        chunks += [current] if current else []
+        chunks = _passages(scene.text, max_chars)
         rng = random.Random(f"{seed}/{scene.source}/{scene.index}/genre")
         for k in sorted(rng.sample(range(len(chunks)), min(per_scene, len(chunks)))):
-            out.append({"text": chunks[k], "label": genre, "source": scene.source, "scene_id": scene.scene_id})
+            out.append({"text": chunks[k], "label": genre, "source": scene.source, "scene_id": scene.scene_id,
+                        "corpus_split": scene.split})
     return out
 
 
