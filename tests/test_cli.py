@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -61,6 +62,9 @@ def test_time_budget_and_errors(play, tmp_path, capsys):
     assert main(["train", "--data", str(play), "--preset", "tiny", "--time-budget", "1", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "1 s budget" in said and "time budget at step" in said
+    # the tokenizer line counts the characters it really read: the file's training split, not the cap
+    read = int(re.search(r"tokenizer: trained .* on ([\d,]+) characters of the training split", said)[1].replace(",", ""))
+    assert 0.8 * len(TEXT) <= read < len(TEXT)
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path / "nodata")])  # --data is required for a new run
     assert main(["--list-presets"]) == 0
