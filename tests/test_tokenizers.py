@@ -403,3 +403,13 @@ def test_default_tokenizer_trains_saves_then_loads(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValueError, match="unknown tokenizer kind"):
         default_tokenizer("wordpiece")
 
+
+
+def test_sentencepiece_encodes_a_literal_endoftext_as_text(sp_bpe: SentencePieceTokenizer) -> None:
+    """SentencePiece always matches its own <|endoftext|> symbol: encode_ordinary cuts the text there and spells
+    the literal in two pieces, so the result round-trips and never holds the end-of-text id."""
+    text = 'He said "<|endoftext|>" twice, <|endoftext|><|endoftext|> and done'
+    ids = sp_bpe.encode_ordinary(text)
+    assert sp_bpe.eot_id not in ids and sp_bpe.decode(ids) == text
+    with pytest.raises(ValueError, match="encode_ordinary"):
+        sp_bpe.encode(text)

@@ -64,12 +64,19 @@ def encode_text(tokenizer, text: str) -> list[int]:
     ordinary = getattr(tokenizer, "encode_ordinary", None)
     if ordinary is not None:
         return list(ordinary(text))
+    return encode_around_literal(tokenizer.encode, text)
+
+
+def encode_around_literal(encode: Callable[[str], list[int]], text: str) -> list[int]:
+    """``encode`` applied to ``text`` cut at each literal "<|endoftext|>", the literal itself as the two
+    pieces ``<|endoftext`` and ``|>``: never the end-of-text id, for a tokenizer that cannot encode the
+    literal as ordinary text (its tokens at the cuts may differ from what whole-text encoding would give)."""
     ids: list[int] = []
     for i, part in enumerate(text.split(EOT_TEXT)):
         if i:
-            ids += tokenizer.encode(EOT_TEXT[:-2]) + tokenizer.encode(EOT_TEXT[-2:])
+            ids += encode(EOT_TEXT[:-2]) + encode(EOT_TEXT[-2:])
         if part:
-            ids += tokenizer.encode(part)
+            ids += encode(part)
     return ids
 
 

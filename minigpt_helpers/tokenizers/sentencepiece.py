@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.batching import encode_around_literal
 from .base import EOT, Tokenizer, iter_texts
 
 MODEL_NAME = "sentencepiece.model"
@@ -185,13 +186,7 @@ class SentencePieceTokenizer(Tokenizer):
         """
         if not isinstance(text, str):
             raise TypeError(f"encode_ordinary() takes a str, got {type(text).__name__}")
-        ids: list[int] = []
-        for i, part in enumerate(text.split(EOT)):
-            if i:
-                ids += self._encode_ordinary(EOT[:-2]) + self._encode_ordinary(EOT[-2:])
-            if part:
-                ids += self._encode_ordinary(part)
-        return ids
+        return encode_around_literal(self._encode_ordinary, text)
 
     def encode_batch(self, texts: Iterable[str], allowed_special: str = "none") -> list[list[int]]:
         texts = list(texts)
