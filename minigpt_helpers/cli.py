@@ -490,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
             pass
         return 1
+    finally:
+        if "torch.distributed" in sys.modules:  # a command that ran torch (not --help) may hold a process group
+            from .training.distributed import end_process_group
+
+            end_process_group()  # a launched run (torchrun, accelerate launch) closes it before exit
 
 
 def _run(argv: list[str] | None) -> int:

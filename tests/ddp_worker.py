@@ -21,6 +21,7 @@ import torch
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, set_seed, train
 from minigpt_helpers.tokenizers.base import CharTokenizer
+from minigpt_helpers.training.distributed import end_process_group
 
 DOCS = [f"Scene {i}. " + "To be, or not to be, that is the question. " * (3 + i % 5) for i in range(80)]
 VAL = ["Scene 99. " + "Whether tis nobler in the mind to suffer the slings and arrows. " * 6]
@@ -68,6 +69,7 @@ def main() -> None:
     (out / f"rank{rank}.json").write_text(json.dumps({
         "step": r.step, "stop_reason": r.stop_reason, "steps": r.history.steps, "losses": r.history.losses,
         "lrs": r.history.lrs, "weights": flat.tolist()}), encoding="utf-8")
+    end_process_group()
 
 
 if __name__ == "__main__":

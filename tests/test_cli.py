@@ -161,3 +161,18 @@ def test_run_records_what_auto_chose_and_resume_keeps_it(tiny_shakespeare, tmp_p
     assert main(["train", "--out", str(out), "--resume", "--steps", "2"]) == 0
     assert seen == ["shakespeare", "shakespeare"]
     assert json.loads((out / "run.json").read_text(encoding="utf-8")) == run
+
+
+def test_the_cli_closes_its_process_group_before_it_returns(capsys):
+    """A launched run must not leave its gloo group to the interpreter's teardown, which can abort
+    a finished process with SIGABRT ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -10,6 +10,7 @@
 * :func:`step_seed`: the random seed of one step on one rank, so a resume is exact.
 * :func:`replica_difference` / :func:`check_replicas`: DDP keeps the replicas
   bit-identical; this checks it at the end of a run.
+* :func:`end_process_group`: every process closes the process group before it exits.
 
 With one process (``WORLD_SIZE`` unset) every function here is a no-op or a
 plain computation: no process group is needed.
@@ -157,3 +158,19 @@ def check_replicas(model: nn.Module, *, rank: int, world: int) -> None:
     if diff > 0:
         raise RuntimeError(f"data-parallel replicas diverged (max |difference| {diff:g}): "
                            "this is a bug; please report it with your command line")
+
+
+def end_process_group() -> None:
+    """Close the default process group, if this process has one; call it once per process, last.
+
+    A gloo process group left open has worker threads that the interpreter's teardown
+    can destroy while they are still joinable: C++ then calls ``std::terminate``
+    ("terminate called without an active exception") and the process dies with SIGABRT
+    *after* a successful run, now and then, depending on timing. Closing the group
+    while Python is fully alive removes the race. No collective runs here, so a rank
+    that ends early on an error does not wait for the others.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
