@@ -142,7 +142,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "--steps": "max_steps", "--time-budget": "time_budget_s", "--checkpoint-every": "checkpoint_every",
     "--batch-size": "batch_size", "--grad-accum": "grad_accum", "--lr": "lr", "--seed": "seed",
     "--eval-interval": "eval_interval", "--log-interval": "log_interval", "--device": "device",
-    "--precision": "precision", "--compile": "compile",
+    "--precision": "precision", "--compile": "compile", "--log-with": "log_with", "--project": "project",
+    "--run-name": "run_name",
 }
 _FIELD_ERROR = re.compile(r"TrainConfig\.(\w+) (must be .*)", re.DOTALL)  # TrainConfig's message for one field
 
@@ -173,16 +174,21 @@ def _train_config(args: argparse.Namespace, saved_config: dict[str, Any] | None)
     """``(TrainConfig, preset name)``: the settings of the run being resumed (``saved_config``; no preset) or
     of the preset, with the flags on top. Checked now, before any folder is made or tokenizer trained."""
     from .training.config import PRESETS, TrainConfig, recommended_preset
+    from .training.trackers import require_trackers
 
     over = {field: getattr(args, field) for field in TRAIN_FLAGS.values() if getattr(args, field) is not None}
     if args.time_budget_s is not None and args.max_steps is None:
         over["max_steps"] = None  # train by time: the schedule spans the budget
+    if over.get("log_with") == ["none"]:
+        over["log_with"] = None  # --log-with none: no trackers (e.g. resuming a run that had some)
     name = None if saved_config is not None else args.preset or recommended_preset(args.device)
     base = saved_config if saved_config is not None else PRESETS[name]["train"]
     try:
-        return TrainConfig.from_dict({**base, **over}), name
-    except ValueError as e:
+        cfg = TrainConfig.from_dict({**base, **over})
+        require_trackers(cfg.log_with)  # a tracker's missing package: `pip install ...`, before anything is made
+    except (ValueError, ImportError) as e:
         _usage_error(_flag_message(str(e)))
+    return cfg, name
 
 
 # ------------------------------------------------------------------------------ train
@@ -448,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     t.add_argument("--precision", default=None, help="auto (default), fp32, bf16 or fp16")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    k = t.add_argument_group("experiment tracking (logs to OUT/runs/RUN_NAME)")
+    k.add_argument("--log-with", dest=TRAIN_FLAGS["--log-with"], action="append", default=None, metavar="TRACKER",
+                   help="tensorboard, trackio or wandb; repeat for several; none turns off a resumed run's")
+    k.add_argument("--project", dest=TRAIN_FLAGS["--project"], default=None, help="wandb / trackio project (minigpt)")
+    k.add_argument("--run-name", dest=TRAIN_FLAGS["--run-name"], default=None,
+                   help="the run's name (default: the --out folder's name)")
     t.add_argument("--list-presets", action="store_true", default=argparse.SUPPRESS,
                    help="describe the presets and exit")
     t.set_defaults(func=cmd_train)

@@ -47,6 +47,21 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
+# The experiment trackers train() can log to (trackers.py), each through accelerate's tracker class.
+TRACKERS = ("tensorboard", "trackio", "wandb")
+
+
+def _trackers(v: Any) -> bool:
+    """None, one tracker name, or a list of them."""
+    names = [v] if isinstance(v, str) else v
+    return v is None or (isinstance(names, (list, tuple)) and all(n in TRACKERS for n in names))
+
+
+def _name(v: Any) -> bool:
+    """A non-empty name that is also a folder name (no path separators)."""
+    return isinstance(v, str) and v.strip() == v and v not in ("", ".", "..") and not any(c in v for c in "/\\")
+
+
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (_int(1), "an integer >= 1"),
     "grad_accum": (_int(1), "an integer >= 1"),
@@ -75,6 +90,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "muon_weight_decay": (_num(0), "a finite number >= 0"),
     "data_workers": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 64,
                      "0 (in the training process), 1 (one background process) or 2..64 (tokenizing processes)"),
+    "log_with": (_trackers, f"None, {', '.join(map(repr, TRACKERS))} or a list of them"),
+    "project": (_name, "a non-empty name without a path separator ('/' or '\\')"),
+    "run_name": (_optional(_name), "None or a non-empty name without a path separator ('/' or '\\')"),
 }
 
 
@@ -118,6 +136,11 @@ class TrainConfig:
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.0  # decoupled, times Muon's lr (Keller Jordan's Muon: 0)
     data_workers: int = 1  # 1: batches made in a background process; n >= 2: n processes tokenize; 0: in the loop
+    # Experiment trackers (trackers.py): rank 0 logs both configs once, then each step's loss, lr and tokens/s
+    # and each validation loss, to out_dir/runs/<run_name> (artifacts/runs/<run_name> without an out_dir).
+    log_with: str | list[str] | None = None  # None, "tensorboard", "trackio", "wandb", or a list of them
+    project: str = "minigpt"  # the wandb / trackio project
+    run_name: str | None = None  # None: the out_dir's folder name, else the time the run started
 
     def __post_init__(self) -> None:
         for name, (ok, valid) in _RULES.items():

@@ -58,6 +58,7 @@ from .config import recommended_preset as recommended_preset
 from .device import autocast, choose_compile, choose_precision, default_device, enable_tf32, peak_flops
 from .distributed import StopSignals, check_replicas, dist_env, mean_over_ranks, shared_stop_vote, step_seed
 from .live import Monitor
+from .trackers import Trackers
 
 
 def param_groups(model: nn.Module, weight_decay: float, skip: Any = ()) -> list[dict[str, Any]]:
@@ -461,8 +462,10 @@ def _validation_loss(model: nn.Module, data: Any, windows: torch.Tensor | None, 
     return loss
 
 
-def _validate(run: _RunState, monitor: Monitor, validation_loss: Callable[[], float | None]) -> None:
-    """Evaluates at ``run.step`` and records the loss in the history and the monitor (if there is validation data)."""
+def _validate(run: _RunState, monitor: Monitor, trackers: Trackers,
+              validation_loss: Callable[[], float | None]) -> None:
+    """Evaluates at ``run.step`` and records the loss in the history, the monitor and the trackers (if there is
+    validation data)."""
     loss = validation_loss()
     if loss is None:
         return
@@ -470,6 +473,7 @@ def _validate(run: _RunState, monitor: Monitor, validation_loss: Callable[[], fl
     run.history.val_losses.append(loss)
     run.history.val_times.append(run.train_time)
     monitor.evaluated(run.history, step=run.step, val_loss=loss)
+    trackers.log({"val/loss": loss}, run.step)
 
 
 def _save(out_dir: str | Path | None, model: nn.Module, optimizer, scaler: torch.amp.GradScaler,
@@ -571,6 +575,8 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         says otherwise, at the end, on Ctrl-C / SIGTERM, and on an error when the
         state is consistent). ``resume=True`` continues from the newest one there.
     live: "auto" (live plot in Jupyter, log lines elsewhere), "notebook", "log", "off".
+        ``cfg.log_with`` adds experiment trackers (TensorBoard, Trackio, wandb; see trackers.py),
+        logging to ``out_dir/runs`` (or ``artifacts/runs``).
     callback: called after every step (after that step's evaluation, if any) with a
         dict (step, loss, lr, tokens, train_time, model, history); returning True
         stops training cleanly, like Ctrl-C.
@@ -583,9 +589,10 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
     model, user_compiled = _unwrap(model)
     _check_tokenizer(model)
     tok, block = model.tokenizer, model.config.block_size
-    with _torch_threads(cfg.num_threads):
+    with _torch_threads(cfg.num_threads), Trackers(cfg, model.config, out_dir) as trackers:  # finished on any exit
         # --- setup: device, optimizer, state (fresh or resumed), data, the module that runs the steps
         env = _environment(cfg)
+        trackers.start(main=env.main)  # rank 0: TensorBoard / Trackio / wandb, if cfg.log_with names them
         model.to(env.device)
         optimizer = make_optimizer(model, cfg, env.device)
         run, saved = _restore(out_dir, resume, model, optimizer, env)
@@ -608,7 +615,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
         stop, last_ckpt = None, None
         t_session, elapsed0 = time.perf_counter(), run.elapsed
         if not run.evaluated_now():
-            _validate(run, monitor, validation_loss)  # step 0: the loss of an untrained model, ~ln(vocab_size)
+            _validate(run, monitor, trackers, validation_loss)  # step 0: an untrained model's loss, ~ln(vocab_size)
         with StopSignals() as signals:
             try:
                 stop = "time budget" if _over_budget(cfg, run) else None  # resumed with the budget spent
@@ -644,10 +651,11 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                     tok_s, mfu = throughput(tokens_per_step, dt, env.world, flops_tok, peak)
                     monitor.step(run.history, step=run.step, loss=loss, lr=lr, tok_s=tok_s, mfu=mfu,
                                  total=cfg.max_steps)
+                    trackers.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tok_s}, run.step)
 
                     last = cfg.max_steps is not None and run.step >= cfg.max_steps
                     if run.step % cfg.eval_interval == 0 or last:
-                        _validate(run, monitor, validation_loss)
+                        _validate(run, monitor, trackers, validation_loss)
                     if run.step % checkpoint_every == 0 and not last:
                         with signals.critical():
                             last_ckpt = save(run) or last_ckpt
@@ -664,7 +672,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
             run.elapsed = elapsed0 + time.perf_counter() - t_session
             if stop != "non-finite loss":
                 if stop is not None and not run.evaluated_now():
-                    _validate(run, monitor, validation_loss)
+                    _validate(run, monitor, trackers, validation_loss)
                 with signals.critical(deliver=False):  # a Ctrl-C now waits for the save to finish
                     last_ckpt = save(run) or last_ckpt
         if stop == "interrupted":
