@@ -40,6 +40,7 @@ generate with ``generation.generate_ids`` and stop at the end of the turn.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -141,6 +142,11 @@ class ChatTokenizer(Tokenizer):
     def _from_config(cls, config: dict[str, Any], directory: Path) -> ChatTokenizer:
         return cls(load_tokenizer(directory / config.get("base", "base")), config["special_tokens"])
 
+    @property
+    def chat_template(self) -> str:
+        """The Jinja template of :func:`chat_template`: ``interop.save.save_hf`` stores it with the tokenizer."""
+        return chat_template()
+
     def __repr__(self) -> str:
         return f"ChatTokenizer({self.base!r} + {self.special_tokens})"
 
@@ -227,6 +233,25 @@ def chat_text(messages: Any, add_generation_prompt: bool = False) -> str:
     """The template as a string (what ``tokenizer.decode`` of :func:`render_conversation`'s ids gives)."""
     text = EOT + "".join(ROLE_TOKENS[m["role"]] + m["content"] + END for m in check_messages(messages))
     return text + (ROLE_TOKENS["assistant"] if add_generation_prompt else "")
+
+
+def chat_template() -> str:
+    """:func:`chat_text` as a Hugging Face chat template (Jinja), for ``tokenizer.apply_chat_template``.
+
+    ``apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`` gives the same string
+    as ``chat_text``, and a message with another role, or content that is not a string, raises.
+    Tokenizing that string gives :func:`render_conversation`'s ids as long as no message contains a
+    special-token string: Hugging Face then reads it as the special token, whereas the course
+    encodes message text with ``encode_ordinary``, where it is plain characters.
+    """
+    roles = json.dumps(ROLE_TOKENS)
+    return ("{%- set roles = " + roles + " -%}{{- " + json.dumps(EOT) + " -}}"
+            "{%- for message in messages -%}"
+            "{%- if message['role'] not in roles or message['content'] is not string -%}"
+            "{{- raise_exception(" + json.dumps(FORMAT_HINT) + ") -}}{%- endif -%}"
+            "{{- roles[message['role']] + message['content'] + " + json.dumps(END) + " -}}"
+            "{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{- " + json.dumps(ROLE_TOKENS["assistant"]) + " -}}{%- endif -%}")
 
 
 def render_conversation(tokenizer: Any, messages: Any,
