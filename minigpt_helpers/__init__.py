@@ -31,14 +31,22 @@ in wings, one per stage of the course; a wing imports only the wings below it.
       checkpoint.py           atomic checkpoints and exact resume
       device.py               precision, compile and TF32 on CPU / MPS / CUDA
       live.py                 the live plot and progress bar
+      trackers.py             TensorBoard, Trackio or wandb through accelerate's trackers
       metrics.py              bits per byte, perplexity
       muon.py                 the Muon optimizer
     interop/                ch04, ch07: Hugging Face transformers
       common.py, gpt2.py, llama.py, hub.py   GPT-2 and Llama/Qwen3 both ways; open weights
+      save.py                 save_hf: a folder transformers and lm_eval load with no custom code
     finetune/               ch08: LoRA, classification, chat and SFT, instruction data
       lora.py, classify.py, chat.py, instructions.py
+    evaluation/             ch09: how good is it, and how good will it get
+      choices.py              multiple-choice scoring (lm-evaluation-harness's convention), intervals
+      tasks.py                the offline shakespeare-next-line task; HellaSwag online
+      harness.py              lm_eval on a saved model, with the course's task folder (lm_eval_tasks/)
+      report.py               the report card of `python -m minigpt_helpers eval`
+      scaling.py              IsoFLOP sweeps, parabolas, power laws, Chinchilla's L(N, D)
     diagrams/               the concept diagrams: ``from minigpt_helpers import diagrams``
-    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat
+    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat | eval
 """
 
 from .config import artifacts_dir, is_quick, machine, pick, run_summary, set_seed, shown_path
@@ -72,6 +80,7 @@ from .model.generation import (
 from .training.device import autocast, choose_compile, choose_precision, default_device, default_precision, enable_tf32, peak_flops
 from .training.config import PRESETS, TrainConfig, lr_at, preset, recommended_preset
 from .training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .training.trackers import Trackers, hyperparameters, require_trackers
 from .training.live import plot_history
 from .training.loop import History, TrainResult, evaluate, get_trained_model, make_optimizer, param_groups, train
 from .training.muon import Muon, MuonAdamW, hidden_matrices, make_muon, zeropower_via_newtonschulz
@@ -79,6 +88,7 @@ from .training.metrics import bits_per_byte, bpb_to_loss, bytes_per_token, loss_
 # --- Hugging Face interop (chapters 04, 07) ---
 from .interop.llama import hf_architecture
 from .interop.hub import from_hf, load_open_weights, to_hf
+from .interop.save import hf_tokenizer, save_hf
 # --- finetuning (chapter 08) ---
 from .finetune.lora import (
     LoRALinear,
@@ -98,6 +108,7 @@ from .finetune.chat import (
     ChatTokenizer,
     add_chat_tokens,
     chat_reply,
+    chat_template,
     chat_text,
     load_chat_model,
     parse_conversation,
@@ -119,6 +130,27 @@ from .finetune.instructions import (
     read_conversations,
     task_accuracy,
     write_conversations,
+)
+
+# --- evaluation and scaling laws (chapter 09) ---
+from .evaluation.choices import ChoiceScore, evaluate_choices, score_choices, wilson_interval
+from .evaluation.tasks import NEXT_LINE_TASK, hellaswag_items, shakespeare_next_line, write_jsonl_task
+from .evaluation.harness import LM_EVAL_TASKS, run_lm_eval
+from .evaluation.report import format_report, report_card
+from .evaluation.scaling import (
+    PUBLISHED,
+    bootstrap,
+    chinchilla_loss,
+    chinchilla_optimum,
+    fit_chinchilla,
+    fit_parabola,
+    fit_power_law,
+    flops_per_token,
+    isoflop_optima,
+    isoflop_plan,
+    model_family,
+    non_embedding_params,
+    run_isoflop,
 )
 
 __all__ = [
@@ -249,6 +281,37 @@ __all__ = [
     "read_conversations",
     "task_accuracy",
     "write_conversations",
+    "ChoiceScore",
+    "evaluate_choices",
+    "score_choices",
+    "wilson_interval",
+    "NEXT_LINE_TASK",
+    "hellaswag_items",
+    "shakespeare_next_line",
+    "write_jsonl_task",
+    "LM_EVAL_TASKS",
+    "run_lm_eval",
+    "format_report",
+    "report_card",
+    "PUBLISHED",
+    "bootstrap",
+    "chinchilla_loss",
+    "chinchilla_optimum",
+    "fit_chinchilla",
+    "fit_parabola",
+    "fit_power_law",
+    "flops_per_token",
+    "isoflop_optima",
+    "isoflop_plan",
+    "model_family",
+    "non_embedding_params",
+    "run_isoflop",
+    "Trackers",
+    "save_hf",
+    "hf_tokenizer",
+    "chat_template",
+    "hyperparameters",
+    "require_trackers",
 ]
 
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@
     python -m minigpt_helpers train --out runs/shk --resume            # continue where it stopped
     python -m minigpt_helpers generate --checkpoint runs/shk --prompt "ROMEO:"
     python -m minigpt_helpers chat --checkpoint runs/sft          # talk with a model finetuned by sft()
+    python -m minigpt_helpers eval --checkpoint runs/shk          # report card: bits per byte, task accuracy
     accelerate launch --num_processes 4 -m minigpt_helpers train ...   # data-parallel on 4 GPUs
 
 ``--data`` is anything ``stream_documents`` takes: "auto", "shakespeare",
@@ -378,6 +379,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ eval
+def _eval_data(args: argparse.Namespace, trainer: dict[str, Any], ckpt: Path) -> str:
+    """The source for bits per byte: --data, else what training read (trainer.json, run.json), else "auto"."""
+    if args.data:
+        return args.data
+    if isinstance(trainer.get("data_source"), str):
+        return trainer["data_source"]
+    return _read_run(ckpt.parent, strict=False).get("data") or "auto"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation.report import check_tasks, format_report, report_card, save_report
+    from .training.checkpoint import find_checkpoint, load_checkpoint, read_trainer_state
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    check_tasks(tasks)
+    model = load_checkpoint(args.checkpoint, device=args.device)
+    ckpt = find_checkpoint(args.checkpoint)
+    trainer = read_trainer_state(ckpt) if (ckpt / "trainer.json").is_file() else {}
+    card = report_card(model, data=_eval_data(args, trainer, ckpt), tasks=tasks, limit=args.limit, trainer=trainer)
+    print(f"[minigpt] report card for {shown_path(ckpt)}")
+    print(format_report(card))
+    print(f"[minigpt] saved {shown_path(save_report(card, args.out or ckpt))}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ chat
 CHAT_HELP = "/reset starts a new conversation, /quit (or Ctrl-D) leaves"
 
@@ -478,6 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stop-at-eot", action=argparse.BooleanOptionalAction, default=True,
                    help="stop when the model writes <|endoftext|>, where a new, unrelated document would begin")
     q.set_defaults(func=cmd_generate)
+    e = sub.add_parser("eval", help="a report card: validation bits per byte and task accuracies (eval.json)")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder")
+    e.add_argument("--tasks", default="shakespeare-next-line",
+                   help="comma-separated: shakespeare-next-line (offline), hellaswag (online)")
+    e.add_argument("--limit", type=_positive_int, default=None, help="score only the first N items of each task")
+    e.add_argument("--data", default=None, help="validation data for bits per byte (default: what training read)")
+    e.add_argument("--out", type=Path, default=None, help="folder for eval.json (default: the checkpoint's)")
+    e.add_argument("--device", type=_device, default=None)
+    e.set_defaults(func=cmd_eval)
     c = sub.add_parser("chat", help="talk with a model finetuned to chat (chapter 08's sft)")
     c.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder of sft()")
     c.add_argument("--system", default=None, help="a system message that opens every conversation")

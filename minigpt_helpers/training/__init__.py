@@ -7,6 +7,7 @@
     checkpoint.py   atomic checkpoints and exact resume
     device.py       CPU / MPS / CUDA: precision, compile, TF32, peak FLOP/s
     live.py         the progress bar and live plot in Jupyter, log lines on a terminal
+    trackers.py     experiment trackers (TensorBoard, Trackio, wandb) through accelerate
     metrics.py      bits per byte, perplexity, bytes per token
     muon.py         the Muon optimizer (and Muon + AdamW for the rest)
 
