@@ -101,7 +101,7 @@ def test_saved_folder_gives_the_course_ids_text_and_logits(tokenizers_by_kind, k
     tok = tokenizers_by_kind[kind]
     model = course_model(tok, arch)
     folder = save_hf(model, tmp_path / "hf")
-    assert not list(folder.glob("*.py")) and "auto_map" not in json.loads((folder / "config.json").read_text())
+    assert not list(folder.glob("*.py")) and "auto_map" not in json.loads((folder / "config.json").read_text(encoding="utf-8"))
     hf_tok, hf_model = load_folder(folder)
     assert type(hf_model).__name__ == {"gpt2": "GPT2LMHeadModel", "qwen3": "Qwen3ForCausalLM"}[arch]
     assert hf_tok.eos_token_id == hf_tok.bos_token_id == tok.eot_id == hf_model.config.eos_token_id

@@ -147,7 +147,7 @@ def test_run_isoflop_trains_every_run_once_and_resumes(tmp_path, monkeypatch):
         assert r["stop_reason"] == "done" and r["steps"] == e["steps"] and r["N"] == e["N"]
         assert 0 < r["val_loss"] < math.log(tok.vocab_size) + 1 and r["seconds"] > 0
         assert r["val_bpb"] == pytest.approx(r["val_loss"] / (LN2 * bytes_per_target))
-    assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["results"]) == 4
+    assert len(json.loads((tmp_path / RESULTS_FILE).read_text(encoding="utf-8"))["results"]) == 4
 
     def no_train(*args, **kw):
         raise AssertionError("a finished run was trained again")
