@@ -169,3 +169,59 @@ def test_save_all_writes_one_png_per_diagram(tmp_path, monkeypatch) -> None:
     assert drawn == list(diagrams.DIAGRAMS)
     assert [p.name for p in paths] == [f"{n}.png" for n in diagrams.DIAGRAMS]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+# ------------------------------------------------------------------------------ chapter 09
+def test_choice_scoring_shows_the_models_log_likelihoods_and_its_answer() -> None:
+    import torch
+
+    from minigpt_helpers import GPT, CharTokenizer, GPTConfig, set_seed
+    from minigpt_helpers.evaluation.choices import score_choices
+
+    context, choices = "to be or not", [" to be", " a bee", " two"]
+    tok = CharTokenizer.train([context + "".join(choices)])
+    set_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # a sharper random model: the three sums differ clearly
+    model.tokenizer = tok
+    fig = _draw("choice_scoring", context=context, choices=choices, label_index=1, model=model)
+    try:
+        assert legibility_problems(fig) == []
+        texts = [t.get_text() for t in drawn_texts(fig)]
+        shown = [float(t) for t in texts if re.fullmatch(r"-?\d+\.\d\d", t)]
+        sums = [s.loglik for s in score_choices(model, context, choices)]
+        assert len(shown) == sum(len(c) + 1 for c in choices)  # a character tokenizer: one token per character
+        ends = [sum(len(c) + 1 for c in choices[:j + 1]) for j in range(len(choices))]
+        rows = [shown[end - len(c) - 1:end] for c, end in zip(choices, ends)]  # per row: each token's log p, the sum
+        assert [row[-1] for row in rows] == [round(s, 2) for s in sums]  # the sums are score_choices'
+        assert [sum(row[:-1]) for row in rows] == pytest.approx(sums, abs=0.01 * max(map(len, choices)))
+        picked = max(range(len(sums)), key=sums.__getitem__)
+        assert any(t.startswith("argmax") for t in texts) and "true line" in "\n".join(texts)
+        assert ("(right)" if picked == 1 else "(wrong)") in "\n".join(texts)
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="pass model="):
+        diagrams.choice_scoring(choices=(" a", " b"))
+
+
+def test_isoflop_profiles_mark_chinchillas_optimum() -> None:
+    from minigpt_helpers.evaluation.scaling import PUBLISHED, chinchilla_optimum
+
+    budgets = (1e19, 1e20, 1e21)
+    fig = _draw("isoflop_profiles", budgets=budgets)
+    try:
+        n_opt, d_opt, l_opt = chinchilla_optimum(PUBLISHED["chinchilla"], list(budgets))
+        profiles, trend = fig.axes
+        dots = [line for line in profiles.lines if line.get_marker() == "o"]
+        assert [float(d.get_xdata()[0]) for d in dots] == pytest.approx(list(n_opt))
+        assert [float(d.get_ydata()[0]) for d in dots] == pytest.approx(list(l_opt))
+        for line in profiles.lines:  # every curve's lowest point is no lower than its budget's optimum
+            if line.get_marker() != "o":
+                assert min(line.get_ydata()) >= min(l_opt) - 1e-9
+        assert list(trend.lines[0].get_ydata()) == pytest.approx(list(n_opt))
+        assert list(trend.lines[1].get_ydata()) == pytest.approx(list(d_opt))
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="two or more"):
+        diagrams.isoflop_profiles(budgets=(1e18,))

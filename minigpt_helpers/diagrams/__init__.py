@@ -29,8 +29,11 @@ The diagrams (:data:`DIAGRAMS` maps each name to its function):
     gqa                ch07  multi-head, grouped-query and multi-query attention: shared K/V heads
     lora               ch08  a frozen W plus a trainable low-rank update B A
     chat_mask          ch08  a conversation's tokens; the loss only on the assistant's replies
+    choice_scoring     ch09  context + each choice -> the model -> one log-likelihood per choice -> argmax
+    isoflop_profiles   ch09  loss against model size at fixed compute; the optimum's size against compute
 
-The model diagrams are in model.py, the rest in pipeline.py; import them all from here.
+The model diagrams are in model.py, chapter 09's in evaluation.py, the rest in pipeline.py; import them
+all from here.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .evaluation import choice_scoring, isoflop_profiles
 from .model import causal_attention, gpt_architecture, gqa, head_split, lora, pre_ln_block
 from .pipeline import (
     bpe_merges,
@@ -66,11 +70,14 @@ DIAGRAMS: dict[str, Callable[..., Figure]] = {
     "gqa": gqa,
     "lora": lora,
     "chat_mask": chat_mask,
+    "choice_scoring": choice_scoring,
+    "isoflop_profiles": isoflop_profiles,
 }
 #: the chapter each diagram belongs to
 CHAPTER = {"bpe_merges": "02", "causal_attention": "03", "head_split": "03", "pre_ln_block": "04",
            "gpt_architecture": "04", "packing_windows": "05", "training_step": "05", "lr_schedule": "05",
-           "kv_cache": "06", "sampling_filters": "06", "gqa": "07", "lora": "08", "chat_mask": "08"}
+           "kv_cache": "06", "sampling_filters": "06", "gqa": "07", "lora": "08", "chat_mask": "08",
+           "choice_scoring": "09", "isoflop_profiles": "09"}
 
 
 def save_all(directory: str | Path, dpi: int = 100) -> list[Path]:

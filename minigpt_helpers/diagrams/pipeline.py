@@ -33,15 +33,9 @@ from .style import (
     finish,
     label,
     legend,
+    show_token,
     style_axes,
 )
-
-SPACE = "\u2423"  # ␣: a visible space in token cells
-
-
-def _show(text: str) -> str:
-    """A token's text for a cell: spaces visible, newlines as ⏎."""
-    return text.replace(" ", SPACE).replace("\n", "\u23ce")
 
 
 # ------------------------------------------------------------------------------ ch02: BPE merges
@@ -67,7 +61,7 @@ def bpe_merges(text: str = "low lower lowest", steps: int = 4) -> Figure:
         rows.append([merge_pair(w, a, b, 256 + k) for w in rows[-1]])
 
     def name(i: int) -> str:
-        return _show(vocab[i].decode("utf-8", errors="replace"))
+        return show_token(vocab[i].decode("utf-8", errors="replace"))
 
     unit, gap, row_h = 0.3, 0.22, 0.62
     width_of = [max(1, len(name(i))) * unit * 0.55 + unit * 0.6 for i in range(256 + len(merges))]
@@ -135,7 +129,7 @@ def packing_windows(docs: Sequence[str] | None = None, block_size: int = 5, toke
         raise ValueError(f"{len(stream)} tokens are too many to draw: give fewer or shorter docs (<= 40 tokens)")
 
     def name(i: int) -> str:
-        return "EOT" if i == tok.eot_id else _show(tok.decode([i]))
+        return "EOT" if i == tok.eot_id else show_token(tok.decode([i]))
 
     cw = max(0.42, max(len(name(i)) for i in stream) * 0.1 + 0.14)
     left = 1.55
@@ -440,7 +434,7 @@ def chat_mask(messages: Sequence[tuple[str, str]] = _CHAT, tokenizer: Any = None
     rows: list[list[tuple[str, str, bool, str, float]]] = [[]]
     seen_user = False
     for text, role, trained, kind in cells:
-        w = max(0.5, len(_show(text)) * 0.092 + 0.16)
+        w = max(0.5, len(show_token(text)) * 0.092 + 0.16)
         new_turn = kind == "open" and role == "user" and seen_user
         if rows[-1] and (new_turn or sum(c[4] for c in rows[-1]) + w > line):
             rows.append([])
@@ -459,7 +453,7 @@ def chat_mask(messages: Sequence[tuple[str, str]] = _CHAT, tokenizer: Any = None
         x = left
         for t, role, trained, kind, w in row:
             s, special = role_kind[role], kind != "text"
-            cell(ax, x, y, w, 0.38, _show(t), fill=SERIES[s], edge=SERIES_EDGE[s], fontsize=SMALL if special else FONT,
+            cell(ax, x, y, w, 0.38, show_token(t), fill=SERIES[s], edge=SERIES_EDGE[s], fontsize=SMALL if special else FONT,
                  lw=1.8 if special else 1.0)
             target = "loss" if trained else "off"
             cell(ax, x + 0.05, y - 0.36, w - 0.1, 0.28, "loss" if trained else "-1", fill=COLORS[target][0],

@@ -30,6 +30,8 @@ TITLE = 12  # pt
 INK = "#333333"  # text and arrows
 MUTED = "#666666"  # secondary text
 MONO = "DejaVu Sans Mono"  # ships with matplotlib: renders the same everywhere
+SPACE = "\u2423"  # ␣: a visible space in token cells
+RETURN = "\u23ce"  # ⏎: a newline in token cells
 
 #: kind -> (fill, edge)
 COLORS: dict[str, tuple[str, str]] = {
@@ -129,6 +131,11 @@ def legend(ax: plt.Axes, x: float, y: float, entries: Sequence[tuple[str, str, s
         cell(ax, x + i * dx, y - 0.09, 0.18, 0.18, fill=fill, edge=edge,
              hatch="///" if hatch_for is not None and text == hatch_for else None)
         label(ax, x + i * dx + 0.26, y, text, size=SMALL, ha="left")
+
+
+def show_token(text: str) -> str:
+    """A token's text for a cell: spaces as ␣, newlines as ⏎."""
+    return text.replace(" ", SPACE).replace("\n", RETURN)
 
 
 def style_axes(ax: plt.Axes) -> None:
