@@ -133,7 +133,7 @@ from .finetune.instructions import (
 )
 
 # --- evaluation and scaling laws (chapter 09) ---
-from .evaluation.choices import ChoiceScore, evaluate_choices, score_choices, wilson_interval
+from .evaluation.choices import ChoiceScore, evaluate_choices, items_within_window, score_choices, wilson_interval
 from .evaluation.tasks import NEXT_LINE_TASK, hellaswag_items, shakespeare_next_line, write_jsonl_task
 from .evaluation.harness import LM_EVAL_TASKS, run_lm_eval
 from .evaluation.report import format_report, report_card
@@ -283,6 +283,7 @@ __all__ = [
     "write_conversations",
     "ChoiceScore",
     "evaluate_choices",
+    "items_within_window",
     "score_choices",
     "wilson_interval",
     "NEXT_LINE_TASK",

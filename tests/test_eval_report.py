@@ -20,6 +20,7 @@ from minigpt_helpers import (
     CharTokenizer,
     GPTConfig,
     evaluate_choices,
+    items_within_window,
     report_card,
     run_lm_eval,
     save_checkpoint,
@@ -80,6 +81,19 @@ def test_the_report_card_measures_what_it_prints(corpus_model):
     assert task["acc_ci"][0] <= task["acc"] <= task["acc_ci"][1]
     with pytest.raises(ValueError, match="choose from"):
         report_card(corpus_model, tasks=["mmlu"])
+
+
+def test_a_short_window_leaves_out_the_items_it_cannot_read(corpus_model):
+    """A 32-character window cannot hold many lines: the card scores the items that fit and says how many it left."""
+    short = GPT(GPTConfig(**{**corpus_model.config.to_dict(), "block_size": 32}))
+    short.tokenizer = corpus_model.tokenizer
+    items = shakespeare_next_line(60)
+    fitting = items_within_window(short, items)
+    assert 0 < len(fitting) < len(items)
+    assert all(len(c) <= 32 for it in fitting for c in it["choices"])  # one character, one token
+    assert all(any(len(c) > 32 for c in it["choices"]) for it in items if it not in fitting)
+    task = report_card(short, limit=60)["tasks"]["shakespeare-next-line"]
+    assert task["n"] == len(fitting) and task["left_out"] == len(items) - len(fitting)
 
 
 @pytest.mark.slow

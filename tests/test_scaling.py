@@ -138,7 +138,11 @@ def test_run_isoflop_trains_every_run_once_and_resumes(tmp_path, monkeypatch):
     first = run_isoflop(plan[:3], TEXT, tok, on_result=lambda r, so_far: seen.append((r["id"], len(so_far))), **kw)
     assert [r["id"] for r in first] == [e["id"] for e in plan[:3]]
     assert seen == [(plan[i]["id"], i + 1) for i in range(3)]
-    results = run_isoflop(plan, TEXT, tok, **kw)  # the fourth run only
+    last = run_isoflop(plan[3:], TEXT, tok, **kw)  # another plan in the same folder: the fourth run only
+    saved = json.loads((tmp_path / RESULTS_FILE).read_text(encoding="utf-8"))["results"]
+    assert [r["id"] for r in saved] == [e["id"] for e in plan]  # the first plan's runs are kept
+    results = run_isoflop(plan, TEXT, tok, **kw)  # all four are done: nothing is trained
+    assert results[3:] == last
     assert calls == [e["steps"] for e in plan]
     assert [r["id"] for r in results] == [e["id"] for e in plan] and results[:3] == first
     windows = scaling.val_windows(VAL, tok, 16, base.eval_windows)
@@ -154,7 +158,7 @@ def test_run_isoflop_trains_every_run_once_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(scaling, "train", no_train)
     assert run_isoflop(plan, TEXT, tok, **kw) == results
-    elsewhere = TrainConfig(**{**base.to_dict(), "num_threads": 2})  # how it computes may change on resume
+    elsewhere = TrainConfig(**{**base.to_dict(), "num_threads": 2, "log_with": "tensorboard"})  # may change on resume
     assert run_isoflop(plan, TEXT, tok, val_documents=VAL, base_train_config=elsewhere, out_dir=tmp_path) == results
     with pytest.raises(ValueError, match="other settings \\(lr\\)"):
         run_isoflop(plan, TEXT, tok, val_documents=VAL, base_train_config=TrainConfig(**{**base.to_dict(), "lr": 1e-2}),
@@ -175,6 +179,8 @@ def test_parabola_finds_a_known_vertex_and_refuses_one_that_opens_downward():
         fit_parabola(x[:3], y[:3] + 0.1 * x[:3] ** 3)
     with pytest.raises(ValueError, match="3 or more different sizes"):
         fit_parabola([1.0, 1.0, 2.0], [1.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="almost flat"):  # a line with a hint of curvature: the vertex is far away
+        fit_parabola(x, 0.01 * x + 1e-9 * x**2)
 
 
 def test_power_law_recovers_a_known_exponent():
@@ -185,6 +191,8 @@ def test_power_law_recovers_a_known_exponent():
     assert exponent == pytest.approx(0.52, abs=0.01) and coef == pytest.approx(0.3, rel=0.3)
     with pytest.raises(ValueError, match="must be > 0"):
         fit_power_law([1, 2], [1, -1])
+    with pytest.raises(ValueError, match="degenerate"):  # x barely spread: the intercept's exp would overflow
+        fit_power_law([1e12, 1e12 * (1 + 1e-12)], [1.0, 2.0])
 
 
 def test_chinchilla_fit_recovers_a_known_law():

@@ -170,6 +170,18 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     return context_ids, whole[len(context_ids):]
 
 
+def items_within_window(model: torch.nn.Module, items: Sequence[dict], *, tokenizer: Any = None) -> list[dict]:
+    """The items whose every choice fits in the model's window (``block_size`` tokens), in their order.
+
+    A longer choice cannot be scored at all (its first tokens would have no context,
+    and lm_eval refuses it too), so a model with a short window is evaluated on the
+    items it can read; say how many were left out beside the accuracy.
+    """
+    check_items(items)
+    tok, block = _resolve_tokenizer(model, tokenizer), _block_size(model)
+    return [it for it in items if all(len(encode_pair(tok, it["context"], c)[1]) <= block for c in it["choices"])]
+
+
 @dataclass(frozen=True)
 class _Request:
     ids: list[int]  # the model's input: context + continuation minus the last token, left-truncated
@@ -184,7 +196,7 @@ def _request(tokenizer: Any, context: str, choice: str, block_size: int) -> _Req
                          "into the context's or the tokenizer drops them): give choices that add text")
     if len(cont) > block_size:
         raise ValueError(f"choice {choice[:40]!r}... is {len(cont)} tokens, more than the model's block_size "
-                         f"{block_size}: shorten the choices")
+                         f"{block_size}: shorten the choices, or keep the items that fit with items_within_window")
     full = context_ids + cont
     return _Request(full[-(block_size + 1):][:-1], cont, len(full) > block_size + 1)
 

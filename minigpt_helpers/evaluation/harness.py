@@ -19,7 +19,10 @@ ASCII text).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +50,35 @@ def _picks(samples: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
     return acc, norm
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """lm_eval's and transformers' progress bars and per-item warnings hidden; put back after."""
+    import transformers
+
+    logger = logging.getLogger("lm_eval")
+    level, verbosity = logger.level, transformers.logging.get_verbosity()
+    logger.setLevel(logging.ERROR)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # tqdm bars write to stderr
+            yield
+    finally:
+        logger.setLevel(level)
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
+
+
 def run_lm_eval(folder: str | Path, tasks: Sequence[str] = ("shakespeare-next-line",), *,
-                limit: int | None = None, batch_size: int = 16, device: str = "cpu") -> dict[str, dict[str, Any]]:
+                limit: int | None = None, batch_size: int = 16, device: str = "cpu",
+                quiet: bool = True) -> dict[str, dict[str, Any]]:
     """``lm_eval.simple_evaluate`` on a ``save_hf`` folder: ``{task: {acc, acc_norm, n, predictions,
     norm_predictions}}``.
 
     ``limit`` keeps the first items of each task (lm_eval's ``--limit``). The model runs in
     float32, so its numbers are the course model's up to floating-point summation order.
+    ``quiet`` hides lm_eval's progress bars and its warning for every item whose context
+    it cuts (errors still show).
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -62,9 +87,10 @@ def run_lm_eval(folder: str | Path, tasks: Sequence[str] = ("shakespeare-next-li
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    out = simple_evaluate(model="hf", model_args=f"pretrained={folder},dtype=float32", tasks=list(tasks),
-                          task_manager=TaskManager(include_path=str(LM_EVAL_TASKS)), limit=limit,
-                          batch_size=batch_size, device=device, log_samples=True, verbosity="ERROR")
+    with _quiet() if quiet else contextlib.nullcontext():
+        out = simple_evaluate(model="hf", model_args=f"pretrained={folder},dtype=float32", tasks=list(tasks),
+                              task_manager=TaskManager(include_path=str(LM_EVAL_TASKS)), limit=limit,
+                              batch_size=batch_size, device=device, log_samples=True, verbosity="ERROR")
     report = {}
     for task in tasks:
         metrics, samples = out["results"][task], out["samples"][task]

@@ -22,7 +22,7 @@ import torch
 from ..data.batching import val_windows
 from ..data.sources import stream_documents
 from ..training.loop import evaluate
-from .choices import evaluate_choices
+from .choices import evaluate_choices, items_within_window
 from .tasks import NEXT_LINE_TASK, hellaswag_items, shakespeare_next_line
 
 TASKS: dict[str, Callable[[int | None], list[dict] | None]] = {
@@ -47,13 +47,20 @@ def validation_bpb(model: torch.nn.Module, data: str, *, windows: int = 200, bat
 
 
 def task_scores(model: torch.nn.Module, task: str, *, limit: int | None = None) -> dict[str, Any]:
-    """``{acc, acc_ci, acc_norm, acc_norm_ci, n, chance}`` on ``task``, or ``{"skipped": why}``."""
+    """``{acc, acc_ci, acc_norm, acc_norm_ci, n, chance, left_out}`` on ``task``, or ``{"skipped": why}``.
+
+    Items with a choice longer than the model's window are left out (``left_out`` counts them).
+    """
     items = TASKS[task](limit)
     if items is None:
         return {"skipped": "offline: the Hub cannot be reached"}
     items = items[:limit] if limit else items
-    r = evaluate_choices(model, items)
-    return {k: r[k] for k in ("acc", "acc_ci", "acc_norm", "acc_norm_ci", "n", "chance")}
+    fitting = items_within_window(model, items)
+    if not fitting:
+        return {"skipped": f"no item's choices fit the model's {model.config.block_size}-token window"}
+    r = evaluate_choices(model, fitting)
+    return {**{k: r[k] for k in ("acc", "acc_ci", "acc_norm", "acc_norm_ci", "n", "chance")},
+            "left_out": len(items) - len(fitting)}
 
 
 def report_card(model: torch.nn.Module, *, data: str = "shakespeare", tasks: Sequence[str] = (NEXT_LINE_TASK,),
@@ -81,8 +88,9 @@ def _task_line(name: str, r: dict[str, Any]) -> str:
     if "skipped" in r:
         return f"  {name:<24} skipped ({r['skipped']})"
     lo, hi = r["acc_ci"]
+    left_out = f" ({r['left_out']} left out: a choice longer than the window)" if r.get("left_out") else ""
     return (f"  {name:<24} acc {r['acc']:.1%} (95% {lo:.1%}-{hi:.1%})  acc_norm {r['acc_norm']:.1%}  "
-            f"chance {r['chance']:.1%}  n={r['n']}")
+            f"chance {r['chance']:.1%}  n={r['n']}{left_out}")
 
 
 def format_report(card: dict[str, Any]) -> str:

@@ -65,7 +65,8 @@ RESULTS_FILE = "isoflop.json"
 #: TrainConfig fields a resumed sweep may change: the ones each run sets from the plan, and the
 #: ones that say where and how fast it computes, not what (every other field must match).
 NOT_SHARED = ("max_steps", "time_budget_s", "batch_size", "grad_accum", "warmup_steps", "eval_interval",
-              "device", "num_threads", "data_workers", "compile", "log_interval", "checkpoint_every")
+              "device", "num_threads", "data_workers", "compile", "log_interval", "checkpoint_every",
+              "log_with", "project", "run_name")
 
 
 # ------------------------------------------------------------------------------ what N and C are
@@ -271,8 +272,8 @@ def run_isoflop(plan: Sequence[Mapping[str, Any]], documents: Any, tokenizer: An
         redraw a plot.
     out_dir: where the results are saved after each run (``isoflop.json``). Called again
         with the same folder, runs already there are skipped, so an interrupted sweep
-        continues where it stopped (a run cut short starts over). Ctrl-C stops the sweep
-        after saving the finished runs.
+        continues where it stopped (a run cut short starts over), and runs of another plan
+        saved there are kept. Ctrl-C stops the sweep after saving the finished runs.
     """
     if not plan:
         raise ValueError("the plan is empty: make one with isoflop_plan(...) (did it drop every run?)")
@@ -284,6 +285,8 @@ def run_isoflop(plan: Sequence[Mapping[str, Any]], documents: Any, tokenizer: An
     path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
     done = _load_results(path, settings)
     results = [done[e["id"]] for e in plan if e["id"] in done]
+    planned = {e["id"] for e in plan}
+    others = [r for i, r in done.items() if i not in planned]  # runs of another plan in the same folder: kept
     windows: dict[int, torch.Tensor] = {}
     for entry in plan:
         if entry["id"] in done:
@@ -299,7 +302,7 @@ def run_isoflop(plan: Sequence[Mapping[str, Any]], documents: Any, tokenizer: An
                   f"{'; call run_isoflop again with the same out_dir to continue' if path else ''}")
             break
         results.append(result)
-        _save_results(path, settings, results)
+        _save_results(path, settings, others + results)
         if on_result is not None:
             on_result(result, list(results))
     order = {e["id"]: i for i, e in enumerate(plan)}
@@ -326,6 +329,9 @@ def fit_parabola(log_n: Sequence[float], loss: Sequence[float]) -> tuple[float, 
                          "the loss does not rise on both sides. Add smaller and larger models at this budget "
                          "(or drop runs that diverged) until the loss curves up at both ends")
     x_opt = -b / (2 * a)
+    if abs(x_opt) > 700:  # e^x overflows a float past ~709: an almost flat profile
+        raise ValueError(f"the parabola is almost flat (a = {a:.3g}): its vertex, ln N = {x_opt:.3g}, is out of any "
+                         "range; add sizes further apart at this budget so the loss curves up at both ends")
     if not x.min() <= x_opt <= x.max():
         warnings.warn(f"the vertex (N = {math.exp(x_opt):.3g}) lies outside the sizes tried "
                       f"({math.exp(x.min()):.3g} to {math.exp(x.max()):.3g}): the optimum is extrapolated; "
@@ -361,6 +367,9 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]
     if not ((x > 0).all() and (y > 0).all()):
         raise ValueError("a power law is fitted in log-log: every x and y must be > 0")
     exponent, log_coef = np.polyfit(np.log(x), np.log(y), 1)
+    if not (np.isfinite(exponent) and abs(log_coef) < 700):  # exp overflows a float past ~709
+        raise ValueError(f"the power law's fit is degenerate (exponent {exponent:g}, ln coef {log_coef:g}): "
+                         "give points spread over a wider range of x")
     return float(math.exp(log_coef)), float(exponent)
 
 

@@ -26,9 +26,10 @@ then "which of these four lines comes next?". Built as follows:
    occur in exactly one scene and in no training document. Three are drawn
    from scenes other than the question's: the candidates are ordered by length (in
    characters), ``k`` of the three come from the 8 nearest shorter-or-equal lines and
-   ``3 - k`` from the 8 nearest longer-or-equal ones, with ``k`` uniform in 0..3. So the
-   true line is the longest of the four in a quarter of the items, the shortest in a
-   quarter, and its length tells nothing (the four lengths differ by a character or two).
+   ``3 - k`` from the 8 nearest longer-or-equal ones, with ``k`` uniform in 0..3. The pool
+   is large, so the nearest lines are usually exactly as long as the true one: in the
+   600 items of ``shakespeare_next_line()`` all four choices have the same number of
+   characters in 586 (98 %), and never differ by more than 3. Length tells nothing.
 5. *Order.* The four lines are shuffled; the questions are shuffled and the first
    ``n_items`` kept. Everything is drawn from ``random.Random`` seeded by ``seed`` (a
    question's choices from its own seeded generator), so the items depend only on the
