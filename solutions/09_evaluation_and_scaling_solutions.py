@@ -20,7 +20,6 @@ from scipy.optimize import least_squares
 
 import minigpt_helpers as m
 from minigpt_helpers import pick
-from minigpt_helpers.evaluation.choices import encode_pair
 
 N_ITEMS = pick(full=600, quick=100)  # questions per variant of the task
 KAPLAN_LND = dict(alpha_n=0.076, alpha_d=0.103)  # Kaplan et al. 2020, Table 2: the fit of L(N, D)
@@ -34,12 +33,6 @@ N_BOOT = pick(full=200, quick=20)
 
 
 # ----------------------------------------------------------------------------- shared pieces
-def fits(model, item: dict) -> bool:
-    """Every choice of ``item`` within the model's window (a longer choice cannot be scored)."""
-    return all(len(encode_pair(model.tokenizer, item["context"], c)[1]) <= model.config.block_size
-               for c in item["choices"])
-
-
 def unigram_scorer():
     """The chapter's unigram model: add-one smoothed character frequencies of the training split."""
     chars = Counter()
@@ -96,7 +89,7 @@ def distractor_rules(model) -> dict[str, dict]:
     logp = unigram_scorer()
     out = {}
     for rule in ("other plays", "same play"):
-        items = [it for it in with_distractors(pool[:N_ITEMS], pool, rule) if fits(model, it)]
+        items = m.items_within_window(model, with_distractors(pool[:N_ITEMS], pool, rule))
         r = m.evaluate_choices(model, items)
         uni = unigram_accuracy(logp, items)
         print(f" distractors from {rule}: {len(items)} questions")
@@ -121,7 +114,7 @@ def more_context(model, lines=(1, 2, 4, 8)) -> list[dict]:
     rows = []
     for k in lines:
         task = m.shakespeare_next_line(N_ITEMS, n_context_lines=k)
-        items = [it for it in task if fits(model, it)]
+        items = m.items_within_window(model, task)
         r = m.evaluate_choices(model, items)
         context_tokens = np.mean([len(tok.encode_ordinary(it["context"])) for it in items])
         rows.append({"lines": k, "acc": r["acc"], "ci": r["acc_ci"], "cut": r["n_truncated"] / len(items),

@@ -51,9 +51,10 @@ NFKC) is refused with a ValueError rather than saved with different ids.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,7 @@ def add_special_tokens(fast: Any, tokens: Sequence[str], first_id: int) -> None:
 def check_ids(tok: Tokenizer, fast: Any, text: str) -> None:
     """A ValueError unless ``fast`` encodes ``text`` to the ids ``tok.encode(text, "all")`` gives."""
     want = tok.encode(text, allowed_special="all")
-    got = list(fast.encode(text, add_special_tokens=False))
+    got = list(fast.encode(text, add_special_tokens=False, verbose=False))  # longer than the window: no warning
     if got != want:
         at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
         raise ValueError(f"the Hugging Face tokenizer built for this {type(tok).__name__} gives other ids "
@@ -310,6 +311,20 @@ def name_tokenizer_class(folder: Path) -> None:
     file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' progress bars off inside the block, as they were after it."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def save_hf(model: GPT, folder: str | Path, *, tokenizer: Tokenizer | None = None,
             chat_template: str | None = None) -> Path:
     """Write ``model`` and its tokenizer into ``folder`` as a plain Hugging Face model; returns the folder.
@@ -337,7 +352,8 @@ def save_hf(model: GPT, folder: str | Path, *, tokenizer: Tokenizer | None = Non
     hf = to_hf(model, bos_token_id=tok.eot_id, eos_token_id=tok.eot_id)
     hf.generation_config.eos_token_id = stop_ids(tok)
     folder = Path(folder)
-    hf.save_pretrained(folder)
+    with _no_progress_bar():  # one shard of a small model: a bar would only be left behind in a notebook
+        hf.save_pretrained(folder)
     fast.save_pretrained(folder, save_jinja_files=False)  # a chat template in tokenizer_config.json: all versions read it
     name_tokenizer_class(folder)
     return folder
