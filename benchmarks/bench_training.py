@@ -12,6 +12,24 @@
    loss is what the recipe reaches after its 2000 iterations (~1.90); we compare
    pure training seconds (evaluation excluded) to reach it. Curves go to
    ``benchmarks/recipe_curves.png``.
+   How "cpu-modern" was sized (chapter 09): its IsoFLOP fit puts the
+   compute-optimal size at this budget (about 4e11 FLOPs) near 6e4 non-embedding
+   parameters, far below chapter 05's 2 x 128 shape (4.0e5; with cpu-modern's
+   settings and a 250-step schedule, 10.6 s here). Seconds to the target, one
+   seed, measured with this benchmark's code on the 2-core CI machine (one run
+   each; the run-to-run spread of a time is a few per cent):
+   1 x 64 (5e4, the fit's own family at that size): never, 1.942 after 400
+   steps of batch 32; 2 x 48 (6e4): 9.0 s; 2 x 64 (1.0e5): 8.2 s with batch 32
+   and 270 steps; 2 x 96 (2.3e5): 8.5 s with batch 24 and 200 steps; 2 x 128:
+   10.6 s. So the time-optimal size sits above the FLOP-optimal one: a small
+   model's step costs more time per FLOP. At chapter 05's 8-minute budget
+   (row 2, where the fit's optimum is about 1e6) 2 x 64 ends at 1.846 bits per
+   byte, behind "cpu" (1.83), while 2 x 96 ends at 1.771: the preset is 2 x 96.
+   Tried and not kept (2 x 96 with batch 24 unless said): 6 heads of 16
+   instead of 3 of 32 (1.914, missed); batch 32 with 160 steps (1.913,
+   missed); 180 steps (1.911, missed); lr 8e-3 (8.2 s, within the spread);
+   2 x 128 with a 200-step schedule (1.906, missed), with batch 12 (1.925,
+   missed) or with a 5-step warmup (10.6 s, no change).
 2. Chapter 05's budget: "cpu" and "cpu-modern" each trained for chapter 05's
    8 minutes on the offline Shakespeare corpus with the course's default
    tokenizer, compared in validation bits per byte on the same windows.
@@ -221,7 +239,7 @@ def plot(ref_curve, our_curves: dict[str, list], target: float, path: Path) -> N
     plt.close(fig)
 
 
-TARGETS = {"cpu": 2.0, "cpu-modern": 6.0}  # how many times sooner than the recipe each preset must get there
+TARGETS = {"cpu": 2.0, "cpu-modern": 10.0}  # how many times sooner than the recipe each preset must get there
 
 
 def chapter05_budget(quick: bool) -> Result:

@@ -316,8 +316,9 @@ def test_to_hf_refuses_what_no_architecture_expresses():
 
 
 def test_cpu_modern_preset_is_cpu_plus_the_changes_the_ablation_kept():
-    """``cpu-modern`` keeps the ``cpu`` shape and batch; it differs only in chapter 07's options (a Qwen3-shaped
-    model, so it exports) and in the optimizer and its schedule."""
+    """``cpu-modern`` is the ``cpu`` model with chapter 07's options (a Qwen3-shaped model, so it exports), sized
+    down as chapter 09's fit says (narrower, the same depth, context and head size), with Muon, a larger batch
+    and a shorter schedule."""
     from dataclasses import fields
 
     from minigpt_helpers.interop.llama import hf_architecture
@@ -325,6 +326,8 @@ def test_cpu_modern_preset_is_cpu_plus_the_changes_the_ablation_kept():
 
     (m0, t0), (m1, t1) = preset("cpu", 65), preset("cpu-modern", 65)
     changed = {f.name for f in fields(m0) if getattr(m0, f.name) != getattr(m1, f.name)}
-    assert changed == {"rope_theta", "norm", "mlp", "qk_norm"}
-    assert (t1.optimizer, t1.batch_size) == ("muon", t0.batch_size) and t0.optimizer == "adamw"
+    assert changed == {"rope_theta", "norm", "mlp", "qk_norm", "n_embd", "n_head"}
+    assert m1.n_embd < m0.n_embd and (m1.n_layer, m1.block_size, m1.head_dim) == (m0.n_layer, m0.block_size, m0.head_dim)
+    assert (t1.optimizer, t0.optimizer) == ("muon", "adamw")
+    assert t1.batch_size > t0.batch_size and t1.max_steps < t0.max_steps
     assert hf_architecture(m1) == "qwen3"

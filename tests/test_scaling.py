@@ -53,7 +53,7 @@ def isoflop_runs(law: dict, budgets=BUDGETS, sizes: int = 9, noise: float = 1e-3
 
 # ------------------------------------------------------------------------------ N, C and the family
 def test_non_embedding_params_counts_every_matrix_that_computes_and_the_tied_head_once():
-    cfg = model_family([128], vocab_size=1024)[0]  # cpu-modern: 2 x 128, RoPE, RMSNorm, SwiGLU, QK-norm, tied, no bias
+    cfg = model_family([128], vocab_size=1024)[0]  # 2 x 128 with cpu-modern's RoPE, RMSNorm, SwiGLU, QK-norm, tied, no bias
     d, h, hd, layers = 128, swiglu_hidden(128), cfg.head_dim, cfg.n_layer
     per_layer = 4 * d * d + 3 * d * h + 2 * d + 2 * hd  # q,k,v,o; SwiGLU's three matrices; two norms; q/k norms
     expected = layers * per_layer + d + 1024 * d  # final norm; the tied embedding, which is also the output head

@@ -113,8 +113,8 @@ def model_family(widths: Sequence[int] = (64, 96, 128, 160, 192, 256), *, vocab_
                  base: str = "cpu-modern", aspect: int = 64, head_dim: int = 32, **overrides: Any) -> list[GPTConfig]:
     """Model shapes around preset ``base``, one per width: depth = width / ``aspect``, heads = width / ``head_dim``.
 
-    Depth and width grow together at a fixed aspect ratio (cpu-modern: 128 wide,
-    2 layers, so 64) and a fixed head size (cpu-modern: 32), as in Kaplan et al.'s
+    Depth and width grow together at a fixed aspect ratio (default 64: 2 layers at
+    width 128, chapter 05's shape) and a fixed head size (default 32, the CPU presets'), as in Kaplan et al.'s
     and Hoffmann et al.'s families; everything else (RoPE, RMSNorm, SwiGLU,
     QK-norm, context) is the preset's, with ``overrides`` on top (e.g.
     ``block_size=16`` for a test). ``vocab_size`` stays fixed across the family:
@@ -234,7 +234,7 @@ def train_run(entry: Mapping[str, Any], documents: Any, tokenizer: Any, windows:
     """Trains one run of a plan from scratch and scores it on ``windows``: the entry plus its results.
 
     ``train()`` runs for ``entry["steps"]`` steps with ``base``'s settings, a linear warmup
-    over ``warmup_frac`` of them (cpu-modern: 10 of 500) and a cosine that ends at the
+    over ``warmup_frac`` of them (default 2 %) and a cosine that ends at the
     last step, as each of Hoffmann et al.'s runs did (a schedule longer than the run
     leaves its loss too high; their figure A1). The validation loss is in nats per
     token and in bits per byte; a run whose loss became NaN gets NaN for both.

@@ -176,16 +176,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                       shuffle_windows=16384),
     },
     "cpu-modern": {
-        "doc": "The CPU preset built from chapter 07's ablation table: the `cpu` shape (2 layers x 128, context 64, "
-               "batch 16) as a Qwen3-style model (rotary positions, RMSNorm, SwiGLU, QK-norm; it exports to "
-               "Qwen3ForCausalLM) trained with Muon for the hidden matrices and AdamW at lr 6e-3 for embeddings "
-               "and gains, a 10-step warmup and a 500-step schedule (pass max_steps or time_budget_s to train "
-               "longer). On char-level Tiny Shakespeare it reaches nanoGPT's CPU-recipe validation loss (1.90) "
-               "at least 6x sooner than that recipe, and at chapter 05's 8-minute budget it ends lower than "
-               "`cpu` (benchmarks/bench_training.py, BENCHMARKS.md).",
-        "model": dict(n_layer=2, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False,
+        "doc": "The CPU preset built from chapter 07's ablation table and sized by chapter 09's scaling fit: a "
+               "Qwen3-style model (rotary positions, RMSNorm, SwiGLU, QK-norm; it exports to Qwen3ForCausalLM), "
+               "2 layers x 96 wide (3 heads of 32), context 64, batch 24, trained with Muon for the hidden "
+               "matrices and AdamW at lr 6e-3 for embeddings and gains, a 10-step warmup and a 200-step schedule "
+               "(pass max_steps or time_budget_s to train longer). The fit puts the compute-optimal size at this "
+               "budget below the `cpu` shape's 2 x 128; 2 x 96 is the smallest that also stays ahead of `cpu` at "
+               "chapter 05's 8-minute budget. On char-level Tiny Shakespeare it reaches nanoGPT's CPU-recipe "
+               "validation loss (1.90) at least 10x sooner than that recipe (benchmarks/bench_training.py, "
+               "BENCHMARKS.md).",
+        "model": dict(n_layer=2, n_head=3, n_embd=96, block_size=64, dropout=0.0, bias=False,
                       rope_theta=10000.0, norm="rmsnorm", mlp="swiglu", qk_norm=True),
-        "train": dict(batch_size=16, lr=6e-3, min_lr=6e-4, warmup_steps=10, max_steps=500,
+        "train": dict(batch_size=24, lr=6e-3, min_lr=6e-4, warmup_steps=10, max_steps=200,
                       weight_decay=0.1, beta2=0.99, eval_interval=50, eval_windows=200,
                       shuffle_windows=16384, optimizer="muon", muon_lr=0.02),
     },
