@@ -32,6 +32,10 @@ decoding gives token-for-token identical output with and without the cache.
 (A sliding window that moves by one token every step would keep slightly more
 context, but with learned absolute positions it invalidates the whole cache on
 every step, so the cache would save nothing.)
+
+*Many samples of one prompt* (chapter 10's GRPO): :func:`sample_group_ids` samples a
+group of continuations as one batch with a KV cache of that many rows; the rows
+share the prompt, so they need no padding.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "check_generation_args",
     "generate",
     "generate_ids",
+    "sample_group_ids",
     "sample_next",
     "top_k_filter",
     "top_p_filter",
@@ -206,10 +211,24 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def _last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
+def _rows_last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
+    """The logits (B, V) after the last token of every row of ``idx`` (B, T)."""
     out = model(idx, kv_cache=kv_cache) if kv_cache is not None else model(idx)
     logits = out[0] if isinstance(out, (tuple, list)) else out
-    return logits[0, -1, :]
+    return logits[:, -1, :]
+
+
+def _last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
+    return _rows_last_logits(model, idx, kv_cache)[0]
+
+
+def _seeded_generator(device: torch.device, seed: int | None) -> torch.Generator | None:
+    """A generator on ``device`` seeded with ``seed``; None (torch's global RNG) without a seed."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
 
 
 def generate_ids(
@@ -256,11 +275,7 @@ def _start_generation(
     stop_ids: Sequence[int],
 ) -> Iterator[int]:
     """The token loop of :func:`generate_ids` on checked arguments: the seeded generator, the cache or none."""
-    device = _model_device(model)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed))
+    generator = _seeded_generator(_model_device(model), seed)
     if use_cache and not hasattr(model, "new_kv_cache"):
         warnings.warn(
             "use_cache=True but this model has no new_kv_cache(); generating without a KV cache",
@@ -311,6 +326,99 @@ def _generate_loop(
                 break
     finally:
         model.train(was_training)
+
+
+def sample_group_ids(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_ids: Sequence[int] = (),
+) -> list[list[int]]:
+    """``group_size`` continuations of ONE prompt, sampled together as one batch; a list of new ids per row.
+
+    What GRPO needs: a group of samples of the same prompt. Every row starts with the
+    same prompt, so the rows need no padding: one prefill of the (G, T) batch fills a
+    KV cache of ``group_size`` rows, then each step feeds the G newest tokens (one per
+    row) and samples G next tokens with :func:`sample_next`'s pipeline. A row ends
+    right after it writes a token in ``stop_ids`` (that token is the row's last); a
+    finished row is still fed (its stop token again, a pad whose outputs are never
+    used) so that the batch keeps its shape, but it is not extended. Sampling stops
+    when every row has finished, or after ``max_new_tokens``.
+
+    No window policy here: the prompt plus ``max_new_tokens`` must fit in the context
+    (a ValueError says by how much it does not), so every row is scored later on
+    exactly the tokens it was sampled from. A group of one with a ``seed`` gives the
+    same tokens as :func:`generate_ids` with that seed (the same draws from the same
+    generator); with ``temperature=0`` every row is the greedy continuation.
+    """
+    check_generation_args(max_new_tokens, temperature, top_k, top_p)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be an integer >= 1 (samples of the prompt), got {group_size!r}")
+    ids = [int(i) for i in prompt_ids]
+    if not ids:
+        raise ValueError("prompt_ids is empty: start from [tokenizer.eot_id]")
+    block_size = int(model.config.block_size)
+    if len(ids) + max_new_tokens > block_size:
+        raise ValueError(
+            f"the prompt ({len(ids)} tokens) plus max_new_tokens={max_new_tokens} is longer than the context "
+            f"({block_size}): ask for at most max_new_tokens={max(block_size - len(ids), 0)}, or shorten the prompt"
+        )
+    if max_new_tokens == 0:
+        return [[] for _ in range(group_size)]
+    generator = _seeded_generator(_model_device(model), seed)
+    return _group_loop(model, ids, group_size, max_new_tokens, temperature, top_k, top_p, generator,
+                       {int(s) for s in stop_ids})
+
+
+@torch.no_grad()
+def _group_loop(
+    model: torch.nn.Module,
+    ids: list[int],
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+    stop: set[int],
+) -> list[list[int]]:
+    """The token loop of :func:`sample_group_ids` on checked arguments (with the KV cache where the model has one)."""
+    device = _model_device(model)
+    done = torch.zeros(group_size, dtype=torch.bool, device=device)
+    stop_t = torch.tensor(sorted(stop), dtype=torch.long, device=device)
+    seq = torch.tensor([ids], dtype=torch.long, device=device).repeat(group_size, 1)  # (G, T): the shared prompt
+    feed, last, new = seq, seq[:, -1], []
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_kv_cache(batch_size=group_size) if hasattr(model, "new_kv_cache") else None
+        for _ in range(max_new_tokens):
+            logits = _rows_last_logits(model, feed, cache) if cache is not None else _rows_last_logits(model, seq)
+            nxt = _sample(logits, temperature, top_k, top_p, generator)  # (G,)
+            last = torch.where(done, last, nxt)  # a finished row is fed its stop token again
+            new.append(last)
+            done = done | torch.isin(last, stop_t)
+            if bool(done.all()):
+                break
+            feed = last[:, None]
+            if cache is None:
+                seq = torch.cat([seq, feed], dim=1)
+    finally:
+        model.train(was_training)
+    return [_cut_after_stop(row, stop) for row in torch.stack(new, dim=1).tolist()]
+
+
+def _cut_after_stop(row: list[int], stop: set[int]) -> list[int]:
+    """``row`` up to and including its first token in ``stop`` (all of it if it has none)."""
+    for i, token in enumerate(row):
+        if token in stop:
+            return row[: i + 1]
+    return row
 
 
 # ----------------------------------------------------------------------------- text in, text out
