@@ -45,6 +45,11 @@ in wings, one per stage of the course; a wing imports only the wings below it.
       harness.py              lm_eval on a saved model, with the course's task folder (lm_eval_tasks/)
       report.py               the report card of `python -m minigpt_helpers eval`
       scaling.py              IsoFLOP sweeps, parabolas, power laws, Chinchilla's L(N, D)
+    align/                  ch10: preference tuning and RL with verifiable rewards
+      logprobs.py             the summed log-probability of a reply, prompt and padding masked
+      dpo.py                  DPO: its loss, preference batches, dpo() through train(), metrics
+      rewards.py, pairs.py    verifiable rewards and a fluency guard; preference pairs built offline
+      grpo.py                 GRPO: groups of samples, group-relative advantages, clipped ratios, KL
     diagrams/               the concept diagrams: ``from minigpt_helpers import diagrams``
     cli.py, __main__.py     python -m minigpt_helpers train | generate | chat | eval
 """
@@ -70,6 +75,7 @@ from .model.generation import (
     StreamDecoder,
     generate,
     generate_ids,
+    sample_group_ids,
     sample_next,
     time_generation,
     top_k_filter,
@@ -151,6 +157,33 @@ from .evaluation.scaling import (
     model_family,
     non_embedding_params,
     run_isoflop,
+)
+# --- preference tuning and RL (chapter 10) ---
+from .align.logprobs import sequence_logprobs, token_logprobs
+from .align.dpo import DPOModel, dpo, dpo_loss, preference_metrics, preference_source
+from .align.rewards import (
+    REWARDS,
+    GuardedReward,
+    fluency_bpb,
+    fluency_bpb_batch,
+    fluency_threshold,
+    genre_reward,
+    guarded_reward,
+    play_reward,
+    speaker_reward,
+    task_reward,
+    use_word_reward,
+)
+from .align.pairs import PreferencePairs, preference_pairs
+from .align.grpo import (
+    GRPOResult,
+    default_grpo_config,
+    group_advantages,
+    grpo,
+    grpo_loss,
+    grpo_token_loss,
+    kl_k3,
+    zero_variance_groups,
 )
 
 __all__ = [
@@ -313,6 +346,35 @@ __all__ = [
     "chat_template",
     "hyperparameters",
     "require_trackers",
+    "sample_group_ids",
+    "sequence_logprobs",
+    "token_logprobs",
+    "DPOModel",
+    "dpo",
+    "dpo_loss",
+    "preference_metrics",
+    "preference_source",
+    "REWARDS",
+    "GuardedReward",
+    "fluency_bpb",
+    "fluency_bpb_batch",
+    "fluency_threshold",
+    "genre_reward",
+    "guarded_reward",
+    "play_reward",
+    "speaker_reward",
+    "task_reward",
+    "use_word_reward",
+    "PreferencePairs",
+    "preference_pairs",
+    "GRPOResult",
+    "default_grpo_config",
+    "group_advantages",
+    "grpo",
+    "grpo_loss",
+    "grpo_token_loss",
+    "kl_k3",
+    "zero_variance_groups",
 ]
 
 __version__ = "0.1.0"
