@@ -226,12 +226,17 @@ class DPOModel(nn.Module):
     @torch.no_grad()
     def load_weights(self, directory: str | Path) -> None:
         """Read a folder written by :meth:`save` into the policy (``train(resume=True)`` calls it)."""
-        from safetensors.torch import load_model
+        load_policy_weights(self.policy, directory)
 
-        if hasattr(self.policy, "load_weights"):  # a LoRAModel reads its adapters
-            self.policy.load_weights(directory)
-        else:
-            load_model(self.policy, str(Path(directory) / "model.safetensors"), strict=True, device="cpu")
+
+def load_policy_weights(policy: nn.Module, directory: str | Path) -> None:
+    """Read a policy's checkpoint folder into ``policy``: a LoRA model reads its adapters, a GPT its weights."""
+    from safetensors.torch import load_model
+
+    if hasattr(policy, "load_weights"):
+        policy.load_weights(directory)
+    else:
+        load_model(policy, str(Path(directory) / "model.safetensors"), strict=True, device="cpu")
 
 
 # ------------------------------------------------------------------------------ training and measuring

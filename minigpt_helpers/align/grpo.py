@@ -66,7 +66,7 @@ from ..model.gpt import damaged_checkpoint_fix
 from ..training.config import TrainConfig
 from ..training.examples import IGNORE, ExampleBatches
 from ..training.loop import TrainResult, train
-from .dpo import check_reference
+from .dpo import check_reference, load_policy_weights
 from .logprobs import token_logprobs
 from .rewards import prompt_messages
 
@@ -264,8 +264,6 @@ class GRPOPolicy(nn.Module):
     @torch.no_grad()
     def load_weights(self, directory: str | Path) -> None:
         """Read a folder written by :meth:`save` (``train(resume=True)`` calls it): the policy's weights, the stats."""
-        from safetensors.torch import load_model
-
         directory = Path(directory)
         file = directory / STATS_FILE
         if not file.is_file():
@@ -276,7 +274,7 @@ class GRPOPolicy(nn.Module):
         except (ValueError, KeyError, TypeError) as e:
             fix = damaged_checkpoint_fix(directory)
             raise ValueError(f"{file} is damaged ({type(e).__name__}: {e}); {fix}") from None
-        load_model(self.policy, str(directory / "model.safetensors"), strict=True, device="cpu")
+        load_policy_weights(self.policy, directory)
         self.stats, self.micro = [dict(s) for s in stats], []
 
 
