@@ -1,12 +1,14 @@
 """DPO (chapter 10): the loss against TRL's, sequence log-probabilities against a hand loop with the prompt and the
 padding masked, dpo() with train() on the tiny chat model (the loss falls, the margin grows, the reference stays,
-the checkpoint chats), exact resume after a stop, and one clear error for each kind of bad input."""
+the checkpoint chats), exact resume after a stop, and one clear error for each kind of bad input. Also the later
+chapters' entry point to chapter 08's chat model, get_chat_model."""
 
 from __future__ import annotations
 
 import copy
 import io
 import math
+import shutil
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -25,6 +27,7 @@ from minigpt_helpers.align.dpo import (
 )
 from minigpt_helpers.align.logprobs import sequence_logprobs, token_logprobs
 from minigpt_helpers.cli import main
+from minigpt_helpers.config import artifacts_dir
 from minigpt_helpers.finetune.chat import (
     END,
     add_chat_tokens,
@@ -32,6 +35,7 @@ from minigpt_helpers.finetune.chat import (
     load_chat_model,
     resize_token_embeddings,
 )
+from minigpt_helpers.finetune.instructions import get_chat_model
 from minigpt_helpers.training.examples import IGNORE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -264,3 +268,28 @@ def test_models_that_cannot_take_part_are_named(trained_chat):
     resize_token_embeddings(other, other.config.vocab_size + 1)  # one more token than the model
     with pytest.raises(ValueError, match="same tokens"):
         dpo(model, PAIRS, other, dpo_config(2), live="off")
+
+
+# ----------------------------------------------------------------------------------------------- the starting model
+def test_get_chat_model_loads_chapter_08s_checkpoint(trained_chat, tmp_path, monkeypatch, capsys):
+    """With a chat model in artifacts_dir("ch08_sft") (MINIGPT_ARTIFACTS points at an empty folder here), it is
+    loaded, not trained again: the same weights and the same replies as the saved model."""
+    monkeypatch.setenv("MINIGPT_ARTIFACTS", str(tmp_path / "artifacts"))
+    folder = artifacts_dir("ch08_sft")
+    assert str(folder).startswith(str(tmp_path)) and not any(folder.iterdir())
+    shutil.copytree(trained_chat[1], folder, dirs_exist_ok=True)  # a training folder, as sft(out_dir=...) leaves it
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("get_chat_model trained chapter 05's model instead of loading the checkpoint")
+
+    monkeypatch.setattr("minigpt_helpers.training.loop.get_trained_model", no_rebuild)
+    model = get_chat_model().cpu()
+    assert "loaded chapter 08's chat model" in capsys.readouterr().out
+    saved = load_chat_model(trained_chat[1], device="cpu")
+    assert_same_weights(weights(model), weights(saved))
+    for text in ("hi", "ok bye"):
+        prompt = [{"role": "user", "content": text}]
+        assert chat_reply(model, prompt, max_new_tokens=10) == chat_reply(saved, prompt, max_new_tokens=10)
+    assert chat_reply(model, HI, max_new_tokens=10) == "yo"
+    get_chat_model(verbose=False)
+    assert capsys.readouterr().out == ""

@@ -1,6 +1,8 @@
 """GRPO (chapter 10): the per-token loss by hand, the aggregated loss against TRL, group advantages, the k3 KL
 estimator against the exact KL, the batched group sampler against generate_ids, and grpo() through train():
-its statistics, its checkpoints (chat GPT folders), exact resume after a stop, and its errors."""
+its statistics, its checkpoints (chat GPT folders), exact resume after a stop, and its errors. Then what
+chapter 10 measures and shows around it: success rates of sampled replies (evaluate.py) and the stats'
+figure (live.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from tiny_chat import convo, tiny_model
 
 from minigpt_helpers import TrainConfig
+from minigpt_helpers.align.evaluate import sampled_replies, success_rates
 from minigpt_helpers.align.grpo import (
     STAT_KEYS,
     STATS_FILE,
@@ -22,6 +25,8 @@ from minigpt_helpers.align.grpo import (
     kl_k3,
     zero_variance_groups,
 )
+from minigpt_helpers.align.live import PANELS, StatsMonitor, plot_grpo_stats, running_mean
+from minigpt_helpers.align.pairs import sample_seed
 from minigpt_helpers.finetune.chat import chat_reply, load_chat_model, render_conversation
 from minigpt_helpers.model.generation import generate_ids, sample_group_ids
 from minigpt_helpers.training.checkpoint import find_checkpoint
@@ -372,3 +377,118 @@ def test_bad_input_gets_a_clear_error(trained_chat, tmp_path):
         grpo_loss(t(LOGP), t(OLD), t(REF)[:, :2], t(ADV), t(MASK, torch.bool))
     with pytest.raises(ValueError, match="advantages must be"):
         grpo_loss(t(LOGP), t(OLD), t(REF), t([1.0]), t(MASK, torch.bool))
+
+
+# ------------------------------------------------------------------------------------------------ success rates
+GREET = [{**convo("hi", "yo"), "answer": "yo", "task": "hi"}, {**convo("bye", "ciao"), "answer": "ciao", "task": "bye"},
+         {**convo("hi there", "yo"), "answer": "yo", "task": "hi"}]
+
+
+def says_answer(row, text: str) -> float:
+    return float(text == row["answer"])
+
+
+def hand_rates(model, rows, reward_fn, samples: int, max_new_tokens: int, temperature: float, seed: int) -> dict:
+    """success_rates by hand: each row's group from sample_group_ids with the seed of its prompt, cut at the stop."""
+    tok, passed = model.tokenizer, {}
+    stops = chat_stops(model)
+    for row in rows:
+        prompt = row["messages"][:-1]
+        ids = render_conversation(tok, prompt, add_generation_prompt=True)[0]
+        room = min(max_new_tokens, model.config.block_size - len(ids))
+        group = sample_group_ids(model, ids, samples, room, temperature, seed=sample_seed(seed, prompt, 0),
+                                 stop_ids=stops)
+        texts = [tok.decode(g[:-1] if g[-1] in stops else g) for g in group]
+        passed.setdefault(row["task"], []).extend(reward_fn(row, text) > 0 for text in texts)
+    every = [p for v in passed.values() for p in v]
+    return {**{k: sum(v) / len(v) for k, v in passed.items()}, "all": sum(every) / len(every)}
+
+
+def test_success_rates_match_a_hand_loop_over_sample_group_ids(trained_chat):
+    model = trained_chat[0].model
+    model.train()
+    rates = success_rates(model, GREET, says_answer, samples=8, max_new_tokens=6, temperature=2.0, seed=3)
+    assert model.training  # measured in eval mode, then put back
+    assert rates == hand_rates(model.eval(), GREET, says_answer, 8, 6, 2.0, 3)
+    assert set(rates) == {"hi", "bye", "all"} and rates["all"] == pytest.approx((2 * rates["hi"] + rates["bye"]) / 3)
+    assert 0 < rates["all"] < 1  # at temperature 2 the tiny model says "yo" / "ciao" often, not always
+    assert success_rates(model, GREET, says_answer, samples=8, max_new_tokens=6, temperature=2.0, seed=3) == rates
+    assert any(success_rates(model, GREET, says_answer, samples=8, max_new_tokens=6, temperature=2.0, seed=s) != rates
+               for s in (4, 5))  # another seed, other draws
+    assert success_rates(model, GREET, lambda row, text: 1.0, samples=2) == {"hi": 1.0, "bye": 1.0, "all": 1.0}
+    assert success_rates(model, GREET, lambda row, text: 0.0, samples=2)["all"] == 0.0
+
+
+def test_sampled_replies_are_the_groups_text_and_fit_the_context(trained_chat):
+    model = trained_chat[0].model
+    replies = sampled_replies(model, GREET[0], 4, max_new_tokens=6, temperature=0.0)
+    assert replies == ["yo"] * 4  # greedy: the trained reply, without its <|end|>
+    replies = sampled_replies(model, GREET[1], 5, max_new_tokens=40, temperature=2.0, seed=1)
+    room = model.config.block_size - len(chat_prompt(model, "bye"))
+    assert len(replies) == 5 and all(len(model.tokenizer.encode(r)) <= room for r in replies)
+    assert "<|" not in "".join(replies)
+
+
+def test_success_rates_refuse_what_they_cannot_measure(trained_chat):
+    model = trained_chat[0].model
+    full = {**convo("hi " * 10, "yo"), "answer": "yo", "task": "hi"}  # 30 characters + 4 tokens: over 32
+    with pytest.raises(ValueError, match="1 row\\(s\\) leave no room.*reply_room"):
+        success_rates(model, [*GREET, full], says_answer)
+    with pytest.raises(ValueError, match="no chat tokens"):
+        success_rates(tiny_model(), GREET, says_answer)
+    with pytest.raises(ValueError, match="non-empty list"):
+        success_rates(model, [], says_answer)
+
+
+# ------------------------------------------------------------------------------------------------ the stats' figure
+def fake_stats(n: int) -> list[dict]:
+    return [{"step": k + 1, "reward": k / n, "zero_variance": 1 - k / n, "kl": 0.01 * k, "length": 3.0 + k % 2,
+             "clip_fraction": 0.0} for k in range(n)]
+
+
+def test_running_mean_by_hand():
+    assert running_mean([1.0, 2.0, 3.0, 4.0, 5.0], 2) == [1.0, 1.5, 2.5, 3.5, 4.5]
+    assert running_mean([1.0, 2.0, 3.0, 4.0, 5.0], 3) == [1.0, 1.5, 2.0, 3.0, 4.0]
+    assert running_mean([4.0, 0.0], 1) == [4.0, 0.0] and running_mean([], 5) == []
+    assert running_mean([2.0, 4.0, 9.0], 10) == [2.0, 3.0, 5.0]  # fewer values than the window: their mean
+
+
+def test_plot_grpo_stats_draws_one_panel_per_statistic():
+    import matplotlib.pyplot as plt
+
+    assert [key for key, _ in PANELS] == list(STAT_KEYS)
+    stats = fake_stats(30)
+    fig = plot_grpo_stats(stats, title="GRPO", window=5)
+    try:
+        assert len(fig.axes) == 5 and [ax.get_title() for ax in fig.axes] == [name for _, name in PANELS]
+        assert fig.get_suptitle() == "GRPO"
+        for ax, (key, _) in zip(fig.axes, PANELS):
+            raw, smooth = ax.get_lines()  # the per-step values and their running mean
+            assert list(raw.get_xdata()) == list(range(1, 31)) and list(raw.get_ydata()) == [s[key] for s in stats]
+            assert list(smooth.get_ydata()) == pytest.approx(running_mean([s[key] for s in stats], 5))
+        plt.close(fig)
+        own, axes = plt.subplots(1, 5)
+        assert plot_grpo_stats(stats[:3], axes) is own  # onto the given axes
+        assert plot_grpo_stats(stats, axes) is own and all(len(ax.get_lines()) == 2 for ax in axes)  # cleared first
+        assert all(len(ax.get_lines()) == 0 for ax in plot_grpo_stats([], axes).axes)
+    finally:
+        plt.close("all")
+
+
+def test_the_stats_monitor_draws_outside_a_notebook_without_failing(capsys):
+    import matplotlib.pyplot as plt
+
+    monitor = StatsMonitor("GRPO", every_s=3600.0)
+    try:
+        monitor.update([])  # nothing to draw yet
+        assert monitor.fig is None
+        monitor.update(fake_stats(3))  # the first drawing is never held back
+        fig, first = monitor.fig, monitor.last
+        assert fig is not None and first > 0 and [ax.get_title() for ax in fig.axes] == [n for _, n in PANELS]
+        monitor.update(fake_stats(4))  # within every_s: not redrawn
+        assert monitor.last == first and len(fig.axes[0].get_lines()[0].get_xdata()) == 3
+        monitor.update(fake_stats(4), force=True)
+        assert monitor.fig is fig and monitor.last > first and len(fig.axes[0].get_lines()[0].get_xdata()) == 4
+        assert "Figure" in capsys.readouterr().out  # outside a kernel, IPython's display prints the figure's repr
+    finally:
+        plt.close("all")

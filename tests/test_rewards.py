@@ -15,14 +15,25 @@ import torch
 import torch.nn.functional as F
 
 from minigpt_helpers import GPT, GPTConfig, TrainConfig, set_seed
-from minigpt_helpers.align.pairs import PreferencePairs, build_pair, preference_pairs
+from minigpt_helpers.align import pairs as pairs_module
+from minigpt_helpers.align.dpo import preference_source
+from minigpt_helpers.align.pairs import (
+    PreferencePairs,
+    build_pair,
+    fits,
+    preference_pairs,
+    reply_room,
+    sample_replies,
+)
 from minigpt_helpers.align.rewards import (
     REWARDS,
+    arithmetic_reward,
     fluency_bpb,
     fluency_bpb_batch,
     fluency_threshold,
     genre_reward,
     guarded_reward,
+    last_number,
     play_reward,
     speaker_reward,
     task_reward,
@@ -76,7 +87,8 @@ def test_label_rewards_name_the_exact_label(fn, row, right, wrong):
 
 
 def test_task_reward_dispatches_and_names_the_tasks_it_verifies():
-    assert set(REWARDS) == set(TASKS)  # chapter 08 has no line-count or format task besides use_word's verse check
+    # chapter 08's tasks (no line-count or format task besides use_word's verse check) and chapter 10's arithmetic
+    assert set(REWARDS) == {*TASKS, "arithmetic"} and REWARDS["arithmetic"] is arithmetic_reward
     rows = instruction_set("validation")
     assert all(task_reward(r, r["answer"]) == 1.0 for r in rows)  # every reference answer passes its own task
     genre = next(r for r in rows if r["task"] == "genre")
@@ -88,6 +100,33 @@ def test_task_reward_dispatches_and_names_the_tasks_it_verifies():
         genre_reward(PLAY, "King Lear")
     with pytest.raises(TypeError, match="reply must be a str"):
         play_reward(PLAY, None)
+
+
+@pytest.mark.parametrize("text, number", [
+    ("7", 7.0), ("-5", -5.0), ("It is -12.", -12.0), ("1,200", 1200.0), ("12.0", 12.0), ("3.25 apples", 3.25),
+    ("3 + 4 = 7", 7.0), ("7 or 8", 8.0), ("10-3=7", 7.0), ("The answer is 7.", 7.0), ("seven", None), ("", None),
+])
+def test_last_number_reads_the_last_number_written(text, number):
+    assert last_number(text) == number
+
+
+@pytest.mark.parametrize("answer, reply, expected", [
+    ("7", "7", 1.0), ("7", "3 + 4 = 7", 1.0),  # the working first, the answer last
+    ("7", "The answer is 7.", 1.0), ("7", "7 or 8", 0.0),  # the last number counts, not any number
+    ("7", "8 or 7", 1.0), ("7", "seven", 0.0), ("7", "", 0.0), ("7", "77", 0.0), ("7", "7.5", 0.0),
+    ("1200", "1,200", 1.0), ("1,200", "1200", 1.0),  # commas between digits are not part of the value
+    ("12", "12.0", 1.0), ("12.0", "12", 1.0),  # compared as numbers, not as strings
+    ("-3", "5 - 8 = -3", 1.0), ("-3", "3", 0.0), ("3", "-3", 0.0),  # the sign counts
+])
+def test_arithmetic_reward_compares_the_last_number_with_the_answer(answer, reply, expected):
+    row = {"task": "arithmetic", "answer": answer, "messages": [{"role": "user", "content": "What is it?"}]}
+    assert arithmetic_reward(row, reply) == expected
+    assert task_reward(row, reply) == expected  # REWARDS["arithmetic"]
+
+
+def test_an_arithmetic_answer_without_a_number_never_pays():
+    row = {"task": "arithmetic", "answer": "n/a"}
+    assert arithmetic_reward(row, "n/a") == 0.0 and arithmetic_reward(row, "7") == 0.0
 
 
 # ------------------------------------------------------------------------------ a chat model that has read text
@@ -205,3 +244,69 @@ def test_preference_pairs_with_another_verifier_choose_passing_samples(text_chat
     assert "sample" in {p["source"] for p in pairs} and len(pairs) + pairs.skipped == len(train)
     for p in pairs:
         assert first_letter(p, p["chosen"]) == 1.0 and first_letter(p, p["rejected"]) == 0.0
+
+
+# ------------------------------------------------------------------------------ pairs that fit the context
+def long_prompt_row(model, room: int, answer: str) -> dict:
+    """A row whose prompt leaves exactly ``room`` reply tokens in the tiny chat model's context (one token a
+    character), the answer the reference; its task is "echo" (verified by :func:`says_answer`)."""
+    tok, block = model.tokenizer, model.config.block_size
+    overhead = len(render_conversation(tok, [{"role": "user", "content": ""}], add_generation_prompt=True)[0])
+    text = ("hi there ok bye " * 4)[: block - room - overhead]
+    return {"messages": [{"role": "user", "content": text}], "answer": answer, "task": "echo"}
+
+
+def says_answer(row, reply: str) -> float:
+    return float(reply == row["answer"])
+
+
+def test_reply_room_and_fits_count_the_tokens_after_the_prompt(trained_chat):
+    model = trained_chat[0].model  # block_size 32, one token per character
+    tok, block = model.tokenizer, model.config.block_size
+    prompt = [{"role": "user", "content": "hi"}]
+    ids, _ = render_conversation(tok, prompt, add_generation_prompt=True)
+    assert reply_room(model, prompt) == block - len(ids) > 0
+    room = reply_room(model, prompt)
+    assert fits(model, prompt, "y" * room) and not fits(model, prompt, "y" * (room + 1))  # + <|end|>: block + 1 ids
+    row = long_prompt_row(model, 3, "yo")
+    assert reply_room(model, row["messages"]) == 3
+    assert reply_room(model, long_prompt_row(model, 0, "yo")["messages"]) == 0
+
+
+def test_sampled_replies_are_cut_to_the_room_left(trained_chat):
+    model = trained_chat[0].model
+    row = long_prompt_row(model, 3, "yo")
+    replies = sample_replies(model, row, samples=6, max_new_tokens=40, temperature=2.0)
+    assert len(replies) == 6 and all(len(model.tokenizer.encode(r)) <= 3 for r in replies)
+    assert max(len(r) for r in replies) == 3  # at temperature 2 some reply uses all the room
+    assert all(fits(model, row["messages"], r) for r in replies)
+    assert sample_replies(model, long_prompt_row(model, 0, "yo"), samples=2) == []  # no room: no replies
+
+
+def test_every_preference_pair_fits_the_context_dpo_trains_in(trained_chat):
+    """A small-context model and long prompts: the pairs preference_pairs keeps can all be rendered whole by DPO's
+    batch source; a row whose reference answer does not fit gives no pair and counts in no_chosen."""
+    model = trained_chat[0].model
+    block = model.config.block_size
+    rows = [long_prompt_row(model, room, "yo") for room in (2, 3, 5)]
+    rows.append(long_prompt_row(model, 3, "ciao ciao"))  # 9 characters: the reference does not fit in 3
+    pairs = preference_pairs(model, rows, samples=4, max_new_tokens=40, temperature=2.0, reward_fn=says_answer)
+    assert len(pairs) + pairs.skipped + pairs.no_chosen == len(rows)
+    assert pairs.no_chosen == 1 and "ciao ciao" not in {p["chosen"] for p in pairs}
+    assert len(pairs) == 3  # the samples at temperature 2 are rarely exactly "yo": each row has a failing one
+    for p in pairs:
+        assert fits(model, p["messages"], p["chosen"]) and fits(model, p["messages"], p["rejected"])
+    source = preference_source(model.tokenizer, pairs, pairs[:1], block)  # raises if one reply did not fit
+    assert len(source.train) == len(pairs)
+    with pytest.raises(ValueError, match="larger block_size"):  # what happened to a reply cut to max_new_tokens
+        preference_source(model.tokenizer, [{**pairs[0], "rejected": "y" * 12}], [], block)
+
+
+def test_a_sampled_reply_that_does_not_fit_once_re_encoded_is_dropped(trained_chat, monkeypatch):
+    """A reply's text re-encoded can be longer than the tokens it was sampled as (a BPE merges differently): such
+    a reply is never a pair's rejected (or chosen) reply."""
+    model = trained_chat[0].model
+    row = long_prompt_row(model, 3, "yo")
+    monkeypatch.setattr(pairs_module, "sample_replies", lambda *a, **k: ["nope", "no", "yo"])  # "nope": 4 > 3
+    pairs = preference_pairs(model, [row], reward_fn=says_answer)
+    assert [(p["chosen"], p["rejected"], p["source"]) for p in pairs] == [("yo", "no", "sample")]
