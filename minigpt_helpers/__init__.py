@@ -109,13 +109,13 @@ from .finetune.lora import (
 )
 from .finetune.classify import GPTClassifier, accuracy, classification_source, majority_accuracy
 from .finetune.chat import (
-    CHAT_TOKENS,
-    ChatSession,
-    ChatTokenizer,
     add_chat_tokens,
     chat_reply,
     chat_template,
     chat_text,
+    CHAT_TOKENS,
+    ChatSession,
+    ChatTokenizer,
     load_chat_model,
     parse_conversation,
     render_conversation,
@@ -124,6 +124,7 @@ from .finetune.chat import (
     sft_source,
 )
 from .finetune.instructions import (
+    get_chat_model,
     GENRE_SOURCE,
     GENRES,
     PLAYS,
@@ -164,17 +165,22 @@ from .align.dpo import DPOModel, dpo, dpo_loss, preference_metrics, preference_s
 from .align.rewards import (
     REWARDS,
     GuardedReward,
+    arithmetic_reward,
     fluency_bpb,
     fluency_bpb_batch,
     fluency_threshold,
     genre_reward,
     guarded_reward,
     play_reward,
+    prompt_messages,
     speaker_reward,
     task_reward,
     use_word_reward,
 )
-from .align.pairs import PreferencePairs, preference_pairs
+from .align.pairs import PreferencePairs, preference_pairs, reply_room
+from .align.evaluate import sampled_replies, success_rates
+from .align.arithmetic import arithmetic_rows, hub_arithmetic
+from .align.live import plot_grpo_stats
 from .align.grpo import (
     GRPOResult,
     default_grpo_config,
@@ -208,6 +214,7 @@ __all__ = [
     "find_checkpoint",
     "generate",
     "generate_ids",
+    "get_chat_model",
     "get_trained_model",
     "GPT",
     "GPT4_SPLIT_PATTERN",
@@ -373,6 +380,14 @@ __all__ = [
     "grpo",
     "grpo_loss",
     "grpo_token_loss",
+    "arithmetic_reward",
+    "arithmetic_rows",
+    "hub_arithmetic",
+    "plot_grpo_stats",
+    "prompt_messages",
+    "reply_room",
+    "sampled_replies",
+    "success_rates",
     "kl_k3",
     "zero_variance_groups",
 ]

@@ -238,6 +238,22 @@ def test_dpo_resumes_exactly_after_a_stop(trained_chat, tmp_path):
     assert_same_weights(weights(resumed_model), weights(straight_model))
 
 
+def test_dpo_resumes_exactly_from_the_checkpoint_a_kill_leaves(trained_chat, tmp_path):
+    """A kill -9 between checkpoints leaves only the older one (tests/test_training.py kills train() for real):
+    resuming from it replays the lost steps on the same pairs, in the same order."""
+    def run(out, **kw):
+        model = load_chat_model(trained_chat[1], device="cpu")
+        return model, dpo(model, PAIRS, cfg=dpo_config(8, checkpoint_every=4), out_dir=out, live="off", **kw)
+
+    out = tmp_path / "run"
+    straight_model, straight = run(out)
+    assert sorted(p.name for p in out.glob("ckpt-*")) == ["ckpt-0000004", "ckpt-0000008"]
+    shutil.rmtree(out / "ckpt-0000008")  # killed during steps 5 to 8: step 4's checkpoint is the last one
+    resumed_model, resumed = run(out, resume=True)
+    assert resumed.step == 8 and resumed.history.losses == straight.history.losses  # bit for bit on CPU
+    assert_same_weights(weights(resumed_model), weights(straight_model))
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("pairs, kw, message", [
     ([], {}, "no preference pairs"),

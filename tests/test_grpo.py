@@ -278,10 +278,10 @@ def says_y(row, text: str) -> float:
     return float("y" in text)
 
 
-def run_grpo(chat_dir, out=None, stop_at=None, resume=False, steps=4, **kw):
+def run_grpo(chat_dir, out=None, stop_at=None, resume=False, steps=4, checkpoint_every=None, **kw):
     model = load_chat_model(chat_dir, device="cpu")
     cfg = TrainConfig(batch_size=8, max_steps=steps, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_interval=steps // 2,
-                      device="cpu", seed=5)
+                      device="cpu", seed=5, checkpoint_every=checkpoint_every)
     seen = []
 
     def callback(info):
@@ -492,3 +492,17 @@ def test_the_stats_monitor_draws_outside_a_notebook_without_failing(capsys):
         assert "Figure" in capsys.readouterr().out  # outside a kernel, IPython's display prints the figure's repr
     finally:
         plt.close("all")
+
+
+def test_grpo_resumes_exactly_from_the_checkpoint_a_kill_leaves(trained_chat, tmp_path):
+    """A kill -9 between checkpoints leaves only the older one (training's own kill test, tests/test_training.py,
+    shows train() writes nothing else): resuming from it replays the lost steps' rollouts exactly."""
+    chat_dir = trained_chat[1]
+    out = tmp_path / "run"
+    straight = run_grpo(chat_dir, out, checkpoint_every=2)  # checkpoints at steps 2 and 4
+    assert sorted(p.name for p in out.glob("ckpt-*")) == ["ckpt-0000002", "ckpt-0000004"]
+    shutil.rmtree(out / "ckpt-0000004")  # killed during step 3 or 4: step 2's checkpoint is the last one
+    resumed = run_grpo(chat_dir, out, resume=True)
+    assert resumed.step == 4 and resumed.stats == straight.stats
+    assert resumed.history.losses == straight.history.losses  # the two replayed steps too, bit for bit
+    assert same_weights(resumed.model, straight.model)

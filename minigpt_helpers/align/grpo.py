@@ -63,10 +63,12 @@ from ..finetune.chat import ChatTokenizer, SFTCollate, render_conversation
 from ..finetune.lora import wrapped_tokenizer
 from ..model.generation import sample_group_ids
 from ..model.gpt import damaged_checkpoint_fix
+from ..progress import in_notebook
 from ..training.config import TrainConfig
 from ..training.examples import IGNORE, ExampleBatches
 from ..training.loop import TrainResult, train
 from .dpo import check_reference, load_policy_weights
+from .live import StatsMonitor
 from .logprobs import token_logprobs
 from .rewards import prompt_messages
 
@@ -440,11 +442,19 @@ def _check_grpo_args(model: nn.Module, reward_fn: Any, cfg: TrainConfig, group_s
                          f"of group_size ({group_size}), e.g. TrainConfig(batch_size={2 * group_size}, ...)")
 
 
-def _with_stats(callback: Callable[[dict[str, Any]], Any] | None, policy: GRPOPolicy):
-    """train's callback, given the GRPO stats too (``info["grpo"]``: one dict per step so far, the last this step's)."""
-    if callback is None:
+def _with_stats(callback: Callable[[dict[str, Any]], Any] | None, policy: GRPOPolicy,
+                monitor: StatsMonitor | None):
+    """train's callback, given the GRPO stats too (``info["grpo"]``: one dict per step so far, the last this
+    step's); with a ``monitor``, the stats' figure is redrawn first."""
+    if callback is None and monitor is None:
         return None
-    return lambda info: callback({**info, "grpo": policy.stats})
+
+    def call(info: dict[str, Any]) -> Any:
+        if monitor is not None:
+            monitor.update(policy.stats)
+        return None if callback is None else callback({**info, "grpo": policy.stats})
+
+    return call
 
 
 def grpo(model: nn.Module, prompts: Sequence[Any], reward_fn: Callable[[Any, str], float],
@@ -466,7 +476,8 @@ def grpo(model: nn.Module, prompts: Sequence[Any], reward_fn: Callable[[Any, str
     checkpoint's weights are loaded. ``model`` is trained in place and is the result's
     ``model``; ``result.stats`` (and ``info["grpo"]`` in ``callback``) hold per step the
     mean reward, the share of zero-variance groups, the KL, the mean completion length
-    and the clip fraction. Checkpoints in ``out_dir`` are chat GPT folders
+    and the clip fraction; in a notebook (``live="auto"`` or ``"notebook"``) they are
+    drawn live below train's progress bar and loss plot (:mod:`.live`). Checkpoints in ``out_dir`` are chat GPT folders
     (``load_chat_model`` loads them); ``resume=True`` continues exactly.
     Without ``cfg``: :func:`default_grpo_config`. ``cfg.compile=None`` becomes False:
     most of a step is sampling, which runs the model uncompiled, so compiling the loss
@@ -488,8 +499,11 @@ def grpo(model: nn.Module, prompts: Sequence[Any], reward_fn: Callable[[Any, str
                         settings=settings)
     source = GroupRollouts(model, ref, items, reward_fn, group_size=group_size, max_new_tokens=max_new_tokens,
                            temperature=temperature, scale=scale)
+    monitor = StatsMonitor("GRPO, per step") if live == "notebook" or (live == "auto" and in_notebook()) else None
     result = train(policy, source, cfg, out_dir=out_dir, resume=resume, live=live,
-                   callback=_with_stats(callback, policy))
+                   callback=_with_stats(callback, policy, monitor))
     del policy.stats[result.step:]  # a step whose loss was not finite was recorded but not taken
+    if monitor is not None:
+        monitor.update(policy.stats, force=True)  # the finished curves stay in the saved notebook
     done = {f.name: getattr(result, f.name) for f in dataclasses.fields(TrainResult)}
     return GRPOResult(**{**done, "model": model}, stats=policy.stats)

@@ -6,6 +6,9 @@ With verifiable rewards (rewards.py) no human has to judge: for each instruction
 1. sample ``samples`` replies from the SFT model (``chat_reply`` at ``temperature``,
    the k-th sample of a row seeded from ``seed``, the row's prompt and k: the pairs are
    a function of the model, the rows and the seed, whatever the order of the rows);
+   each reply is at most ``max_new_tokens`` long and short enough that the prompt, the
+   reply and its ``<|end|>`` fit in the context, so that DPO scores every reply whole
+   (one that no longer fits once its text is re-encoded is dropped);
 2. score each with the verifier (:func:`~minigpt_helpers.align.rewards.task_reward`
    by default): a reply *passes* when its reward is above 0;
 3. **rejected** = the first sample that fails: the model's own mistake, the kind of
@@ -15,7 +18,8 @@ With verifiable rewards (rewards.py) no human has to judge: for each instruction
    its check by construction;
 5. a row where every sample passes has nothing to correct: it is skipped and counted
    (:attr:`PreferencePairs.skipped`). A row where neither a sample nor the reference
-   passes (possible for your own rows and verifier) is skipped too (:attr:`PreferencePairs.no_chosen`).
+   passes (possible for your own rows and verifier), or whose reference answer is too long for the context, is
+   skipped too (:attr:`PreferencePairs.no_chosen`).
 
 **Split rules: chapter 08's.** ``instruction_set`` splits the rows as the corpus is
 split, by scene (a row is in ``"validation"`` exactly when its scene is in the
@@ -42,7 +46,7 @@ from typing import Any
 
 from torch import nn
 
-from ..finetune.chat import chat_reply
+from ..finetune.chat import chat_reply, render_conversation
 from ..model.generation import check_generation_args
 from .rewards import RewardFn, prompt_messages, task_reward
 
@@ -68,11 +72,28 @@ def sample_seed(seed: int, prompt: list[dict[str, str]], k: int) -> int:
     return zlib.crc32(f"{seed}/{k}/{json.dumps(prompt, sort_keys=True)}".encode())
 
 
+def reply_room(model: nn.Module, prompt: list[dict[str, str]]) -> int:
+    """How many reply tokens fit in the context after ``prompt`` with the reply's closing ``<|end|>``: a longer
+    reply could not be scored whole, so DPO could not train on its pair."""
+    ids, _ = render_conversation(model.tokenizer, prompt, add_generation_prompt=True)
+    return model.config.block_size - len(ids)
+
+
+def fits(model: nn.Module, prompt: list[dict[str, str]], reply: str) -> bool:
+    """Whether ``prompt`` + ``reply`` + ``<|end|>`` fit in the context (the reply's text re-encoded, as DPO will)."""
+    conversation = [*prompt, {"role": "assistant", "content": reply}]
+    return len(render_conversation(model.tokenizer, conversation)[0]) <= model.config.block_size + 1
+
+
 def sample_replies(model: nn.Module, row: Any, *, samples: int = 4, seed: int = 0, max_new_tokens: int = 40,
                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> list[str]:
-    """``samples`` replies of ``model`` to the row's prompt, each with its own seed (:func:`sample_seed`)."""
+    """``samples`` replies of ``model`` to the row's prompt, each with its own seed (:func:`sample_seed`), each
+    at most ``max_new_tokens`` long and short enough to fit in the context after the prompt (:func:`reply_room`)."""
     prompt = prompt_messages(row)
-    return [chat_reply(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+    room = min(max_new_tokens, reply_room(model, prompt))
+    if room < 1:
+        return []
+    return [chat_reply(model, prompt, max_new_tokens=room, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=sample_seed(seed, prompt, k)) for k in range(samples)]
 
 
@@ -125,7 +146,10 @@ def preference_pairs(model: nn.Module, rows: Sequence[dict[str, Any]], *, sample
     for row in rows:
         replies = sample_replies(model, row, samples=samples, seed=seed, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_k=top_k, top_p=top_p)
+        replies = [r for r in replies if fits(model, prompt_messages(row), r)]
         pair, outcome = build_pair(row, replies, reward_fn)
+        if pair is not None and not fits(model, pair["messages"], pair["chosen"]):  # a reference answer too long
+            pair, outcome = None, "no_chosen"
         if pair is not None:
             pairs.append(pair)
         elif outcome == "skipped":

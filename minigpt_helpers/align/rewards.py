@@ -11,6 +11,9 @@ no learned reward model: it is 1.0 when the reply passes the check, else 0.0.
   the play's title), up to case, outer punctuation and spaces;
 - :func:`speaker_reward`: the reply is the right one of two names (chance: 1/2).
 
+:func:`arithmetic_reward` checks chapter 10's arithmetic rows (arithmetic.py): the
+last number in the reply must equal the answer, so a reply may show its working first.
+
 There is no line-count or format task in chapter 08 (``TASKS``); ``use_word``'s
 "one line of verse" is its format check. :func:`task_reward` picks the reward by
 the row's ``"task"``. A row is what ``instruction_set`` makes (its ``"answer"``,
@@ -40,6 +43,7 @@ from); too high lets the hack through.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,9 +91,29 @@ def speaker_reward(row: dict[str, Any], reply: str) -> float:
     return _verified("speaker", row, reply)
 
 
+NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")  # 1,200 is one number; 1,2,3 three
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in ``text`` (a thousands comma, as in "1,200", ignored), or None if there is none."""
+    found = NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def arithmetic_reward(row: dict[str, Any], reply: str) -> float:
+    """1.0 when the last number in ``reply`` equals the row's ``"answer"`` (compared as numbers), else 0.0."""
+    want, got = last_number(str(row["answer"])), last_number(reply)
+    return float(want is not None and got is not None and abs(got - want) < 1e-9)
+
+
 #: task -> its verifiable reward
 REWARDS: dict[str, RewardFn] = {"use_word": use_word_reward, "genre": genre_reward, "play": play_reward,
-                                "speaker": speaker_reward}
+                                "speaker": speaker_reward, "arithmetic": arithmetic_reward}
 
 
 def task_reward(row: dict[str, Any], reply: str) -> float:

@@ -155,6 +155,28 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S, refresh: bool = False) -> tu
 
 
 # --- helpers shared by the sources -------------------------------------------------
+def hub_rows(repo: str, split: str = "train", limit: int = 1000, *, offline_fix: str,
+             columns: Sequence[str] = (), column_fix: str = "name the right columns") -> Iterator[tuple[int, dict]]:
+    """``(k, row)`` for the first ``limit`` rows of a Hub dataset, streamed with ``datasets`` (online only).
+
+    Raises ConnectionError within a few seconds (:func:`hub_reachable`) when the Hub
+    does not answer, its message ending with ``offline_fix`` (what to use instead), and
+    a ValueError naming the dataset's columns and ``column_fix`` when a row lacks one of ``columns``.
+    """
+    ok, reason = hub_reachable()
+    if not ok:
+        raise ConnectionError(f"the Hugging Face Hub is not reachable ({reason}): {offline_fix}")
+    from datasets import load_dataset
+
+    for k, row in enumerate(load_dataset(repo, split=split, streaming=True)):
+        if k >= limit:
+            return
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"{repo} has no {missing} column(s) (its columns: {sorted(row)}): {column_fix}")
+        yield k, row
+
+
 def _check_split(split: str) -> None:
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', not {split!r}")

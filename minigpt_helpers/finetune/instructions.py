@@ -421,21 +421,62 @@ def hub_conversations(repo: str = "HuggingFaceTB/smol-smoltalk", split: str = "t
 
     Raises ConnectionError (within a few seconds, see ``hub_reachable``) when the
     Hub does not answer: use a local JSONL file with :func:`read_conversations` then.
+    A dataset without ``column`` gives a ValueError naming its columns (pass ``column=...``).
     """
-    from ..data.sources import hub_reachable
+    from ..data.sources import hub_rows
     from .chat import check_messages
 
-    ok, reason = hub_reachable()
-    if not ok:
-        raise ConnectionError(f"the Hugging Face Hub is not reachable ({reason}): use a local JSONL file in the "
-                              "same format with read_conversations(path)")
-    from datasets import load_dataset
+    fix = "use a local JSONL file in the same format with read_conversations(path)"
+    return [{"messages": check_messages(row[column], f"{repo}, row {k}")}
+            for k, row in hub_rows(repo, split, limit, offline_fix=fix, columns=[column],
+                                    column_fix="pass column=...")]
 
-    rows = []
-    for k, row in enumerate(load_dataset(repo, split=split, streaming=True)):
-        if k >= limit:
-            break
-        if column not in row:
-            raise ValueError(f"{repo} has no {column!r} column (its columns: {sorted(row)}): pass column=...")
-        rows.append({"messages": check_messages(row[column], f"{repo}, row {k}")})
-    return rows
+
+# ------------------------------------------------------------------------------ the later chapters' entry point
+def get_chat_model(verbose: bool = True, min_context: int | None = None) -> Any:
+    """The chat model chapter 08 finetuned (from ``artifacts_dir("ch08_sft")``), or one finetuned now.
+
+    If chapter 08 has not been run, finetunes chapter 05's model (:func:`get_trained_model`,
+    itself trained first if missing) on chapter 08's instruction set with chapter 08's
+    recipe (SFT with early stopping on the validation rows: about two minutes at full
+    size, seconds in quick mode), saves it there, and says which happened.
+    ``min_context``: the fewest tokens of context the caller needs (chapter 10's prompts
+    and replies need 64). When chapter 08's model sees fewer (as quick mode's does), the
+    same recipe runs on ``get_trained_model(min_context=...)`` into
+    ``artifacts_dir("ch08_sft_ctx<N>")`` instead.
+    """
+    from ..config import artifacts_dir, pick, set_seed, shown_path
+    from ..training.checkpoint import find_checkpoint
+    from ..training.config import TrainConfig
+    from ..training.loop import get_trained_model
+    from .chat import EarlyStopping, load_chat_model, sft
+
+    out = artifacts_dir("ch08_sft")
+    ckpt = find_checkpoint(out)
+    if ckpt is not None:
+        model = load_chat_model(ckpt)
+        if min_context is None or model.config.block_size >= min_context:
+            if verbose:
+                print(f"get_chat_model: loaded chapter 08's chat model from {shown_path(ckpt)}")
+            return model
+    if min_context is not None:
+        out = artifacts_dir(f"ch08_sft_ctx{min_context}")
+        ckpt = find_checkpoint(out)
+        if ckpt is not None:
+            if verbose:
+                print(f"get_chat_model: loaded a {min_context}-token chat model from {shown_path(ckpt)}")
+            return load_chat_model(ckpt)
+    base = get_trained_model(verbose, min_context=min_context)
+    steps = pick(full=1500, quick=20)
+    if verbose:
+        print(f"get_chat_model: no chat model in {shown_path(out)}; finetuning a {base.config.block_size}-token "
+              f"model on chapter 08's instruction set (at most {steps} steps) ...")
+    set_seed(0)
+    cfg = TrainConfig(batch_size=16, max_steps=steps, warmup_steps=max(1, steps // 20), lr=2e-3, min_lr=2e-4,
+                      eval_interval=pick(full=100, quick=5), compile=False)
+    result = sft(base, instruction_set("train"), instruction_set("validation"), cfg, out_dir=out, eval_examples=200,
+                 callback=EarlyStopping(patience=3, min_delta=0.01), live="off")
+    if verbose:
+        print(f"get_chat_model: finetuned in {result.train_time_s:.0f} s ({result.step} steps); saved to "
+              f"{shown_path(result.checkpoint)}")
+    return load_chat_model(find_checkpoint(out))

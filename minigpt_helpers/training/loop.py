@@ -686,12 +686,16 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
 
 
 # ------------------------------------------------------------------------------ chapter 06's entry point
-def get_trained_model(verbose: bool = True):
+def get_trained_model(verbose: bool = True, min_context: int | None = None):
     """The model chapter 05 trained (from ``artifacts_dir("ch05")``), or a quickly trained one.
 
     If chapter 05 has not been run, trains a small model on the offline
     Shakespeare corpus with the default tokenizer (about a minute in quick mode,
     a few minutes otherwise), saves it there, and says which happened.
+    ``min_context``: the fewest tokens of context the caller needs. When chapter 05's
+    model sees fewer (quick mode's "tiny" preset sees 32), a model of the same recipe
+    with ``block_size=min_context`` is used instead, from ``artifacts_dir("ch05_ctx<N>")``
+    (trained there the first time).
     """
     from ..model.gpt import GPT
     from ..tokenizers.train import default_tokenizer
@@ -700,16 +704,24 @@ def get_trained_model(verbose: bool = True):
     out = artifacts_dir("ch05")
     if find_checkpoint(out) is not None:
         model = load_checkpoint(out)
-        if verbose:
-            print(f"get_trained_model: loaded chapter 05's model from {shown_path(find_checkpoint(out))}")
-        return model
+        if min_context is None or model.config.block_size >= min_context:
+            if verbose:
+                print(f"get_trained_model: loaded chapter 05's model from {shown_path(find_checkpoint(out))}")
+            return model
+    extra = {} if min_context is None else {"block_size": min_context}
+    if extra:
+        out = artifacts_dir(f"ch05_ctx{min_context}")
+        if find_checkpoint(out) is not None:
+            if verbose:
+                print(f"get_trained_model: loaded a {min_context}-token model from {shown_path(find_checkpoint(out))}")
+            return load_checkpoint(out)
     tok = default_tokenizer(verbose=verbose)
     name = pick(full="cpu", quick="tiny")
     steps = pick(full=1500, quick=150)
+    mcfg, tcfg = preset(name, tok.vocab_size, max_steps=steps, eval_interval=steps, **extra)
     if verbose:
-        print(f"get_trained_model: no checkpoint in {shown_path(out)}; training preset {name!r} for {steps} steps "
-              "on the offline Shakespeare corpus ...")
-    mcfg, tcfg = preset(name, tok.vocab_size, max_steps=steps, eval_interval=steps)
+        print(f"get_trained_model: no checkpoint in {shown_path(out)}; training preset {name!r} (context "
+              f"{mcfg.block_size}) for {steps} steps on the offline Shakespeare corpus ...")
     set_seed(tcfg.seed)
     model = GPT(mcfg)
     model.tokenizer = tok
