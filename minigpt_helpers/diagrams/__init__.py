@@ -31,8 +31,10 @@ The diagrams (:data:`DIAGRAMS` maps each name to its function):
     chat_mask          ch08  a conversation's tokens; the loss only on the assistant's replies
     choice_scoring     ch09  context + each choice -> the model -> one log-likelihood per choice -> argmax
     isoflop_profiles   ch09  loss against model size at fixed compute; the optimum's size against compute
+    rlhf_vs_dpo        ch10  RLHF's reward model and PPO against DPO's single loss on the same pairs
+    grpo_group         ch10  a group of samples as its own baseline; a zero-variance group teaches nothing
 
-The model diagrams are in model.py, chapter 09's in evaluation.py, the rest in pipeline.py; import them
+The model diagrams are in model.py, chapter 09's in evaluation.py, chapter 10's in align.py, the rest in pipeline.py; import them
 all from here.
 """
 
@@ -44,6 +46,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .align import grpo_group, rlhf_vs_dpo
 from .evaluation import choice_scoring, isoflop_profiles
 from .model import causal_attention, gpt_architecture, gqa, head_split, lora, pre_ln_block
 from .pipeline import (
@@ -72,12 +75,14 @@ DIAGRAMS: dict[str, Callable[..., Figure]] = {
     "chat_mask": chat_mask,
     "choice_scoring": choice_scoring,
     "isoflop_profiles": isoflop_profiles,
+    "rlhf_vs_dpo": rlhf_vs_dpo,
+    "grpo_group": grpo_group,
 }
 #: the chapter each diagram belongs to
 CHAPTER = {"bpe_merges": "02", "causal_attention": "03", "head_split": "03", "pre_ln_block": "04",
            "gpt_architecture": "04", "packing_windows": "05", "training_step": "05", "lr_schedule": "05",
            "kv_cache": "06", "sampling_filters": "06", "gqa": "07", "lora": "08", "chat_mask": "08",
-           "choice_scoring": "09", "isoflop_profiles": "09"}
+           "choice_scoring": "09", "isoflop_profiles": "09", "rlhf_vs_dpo": "10", "grpo_group": "10"}
 
 
 def save_all(directory: str | Path, dpi: int = 100) -> list[Path]:
