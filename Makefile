@@ -97,7 +97,7 @@ gpu-check: setup
 # Re-run every notebook top to bottom at full size and save the outputs in place
 # (what we commit). Takes a while on a laptop CPU.
 execute: setup
-	for nb in notebooks/0*.ipynb; do \
+	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
 	  HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-} $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=3600 $$nb || exit 1; done
 
