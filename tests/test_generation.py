@@ -20,6 +20,7 @@ from minigpt_helpers import (
     StreamDecoder,
     generate,
     generate_ids,
+    sample_group_ids,
     sample_next,
     top_k_filter,
     top_p_filter,
@@ -195,6 +196,31 @@ def test_generation_stops_right_after_a_stop_token(model):
     first = list(generate_ids(model, [0, 1], 5, temperature=0))
     assert len(first) == 5
     assert list(generate_ids(model, [0, 1], 5, temperature=0, stop_ids=[first[2]])) == first[: first.index(first[2]) + 1]
+
+
+class SpareRows(torch.nn.Module):
+    """``model`` with 8 more output rows than its tokenizer has ids, and those rows' logits far above the rest."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.inner, self.config, self.tokenizer = model, model.config, model.tokenizer
+
+    def forward(self, idx):
+        logits, _ = self.inner(idx)
+        return torch.cat([logits, logits.new_full((*logits.shape[:2], 8), 100.0)], dim=-1), None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_rows_past_the_tokenizer_are_never_picked(model, char_tok, temperature):
+    """A vocabulary padded past the tokenizer's ids: the spare rows have no text, so generation never picks them,
+    however large their logits."""
+    padded = SpareRows(model)
+    ids = list(generate_ids(padded, [1, 2], 12, temperature=temperature, seed=0, use_cache=False))
+    assert len(ids) == 12 and max(ids) < char_tok.vocab_size
+    group = sample_group_ids(padded, [1, 2], 4, 6, temperature=max(temperature, 1.0), seed=0)
+    assert all(len(row) == 6 and max(row) < char_tok.vocab_size for row in group)
+    padded.tokenizer = None  # without a tokenizer nothing says which rows are spare: one wins (and has no embedding)
+    assert list(generate_ids(padded, [1, 2], 1, temperature=0, use_cache=False))[0] >= char_tok.vocab_size
 
 
 def test_generate_stops_at_endoftext_by_default(model, char_tok):

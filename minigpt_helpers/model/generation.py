@@ -212,10 +212,20 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _rows_last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
-    """The logits (B, V) after the last token of every row of ``idx`` (B, T)."""
+    """The logits (B, V) after the last token of every row of ``idx`` (B, T).
+
+    A model may have more rows than its tokenizer has ids (a vocabulary padded to a
+    round number, or spare rows kept when chat tokens were added): those ids have no
+    text, so their logits are set to -inf and they are never picked, greedy or sampled.
+    """
     out = model(idx, kv_cache=kv_cache) if kv_cache is not None else model(idx)
     logits = out[0] if isinstance(out, (tuple, list)) else out
-    return logits[:, -1, :]
+    last = logits[:, -1, :]
+    n_ids = getattr(getattr(model, "tokenizer", None), "vocab_size", None)
+    if isinstance(n_ids, int) and 0 < n_ids < last.size(-1):
+        last = last.clone()
+        last[:, n_ids:] = float("-inf")
+    return last
 
 
 def _last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
