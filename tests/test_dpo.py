@@ -254,6 +254,24 @@ def test_dpo_resumes_exactly_from_the_checkpoint_a_kill_leaves(trained_chat, tmp
     assert_same_weights(weights(resumed_model), weights(straight_model))
 
 
+def test_the_implicit_rewards_reach_the_experiment_trackers(trained_chat, tmp_path):
+    """train() logs DPOModel.step_metrics(): the last batch's rewards, margin and accuracy, as TRL logs them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = load_chat_model(trained_chat[1], device="cpu")
+    out = tmp_path / "tracked"
+    dpo(model, PAIRS, cfg=dpo_config(4, log_with="tensorboard"), out_dir=out, live="off")
+    events = EventAccumulator(str(out / "runs" / "tracked"))
+    events.Reload()
+    margin = [e.value for e in events.Scalars("train/margin")]
+    chosen = [e.value for e in events.Scalars("train/chosen_reward")]
+    rejected = [e.value for e in events.Scalars("train/rejected_reward")]
+    assert len(margin) == 4 and margin[0] == 0.0  # step 1: the policy is the reference
+    assert all(abs(m - (c - r)) < 1e-5 for m, c, r in zip(margin, chosen, rejected))
+    assert margin[-1] > 0  # the pairs are being learned
+    assert {e.value for e in events.Scalars("train/accuracy")} <= {0.0, 0.5, 1.0}  # batches of 2 pairs
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("pairs, kw, message", [
     ([], {}, "no preference pairs"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from tiny_chat import convo, tiny_model
@@ -278,10 +279,10 @@ def says_y(row, text: str) -> float:
     return float("y" in text)
 
 
-def run_grpo(chat_dir, out=None, stop_at=None, resume=False, steps=4, checkpoint_every=None, **kw):
+def run_grpo(chat_dir, out=None, stop_at=None, resume=False, steps=4, checkpoint_every=None, log_with=None, **kw):
     model = load_chat_model(chat_dir, device="cpu")
     cfg = TrainConfig(batch_size=8, max_steps=steps, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_interval=steps // 2,
-                      device="cpu", seed=5, checkpoint_every=checkpoint_every)
+                      device="cpu", seed=5, checkpoint_every=checkpoint_every, log_with=log_with)
     seen = []
 
     def callback(info):
@@ -506,3 +507,16 @@ def test_grpo_resumes_exactly_from_the_checkpoint_a_kill_leaves(trained_chat, tm
     assert resumed.step == 4 and resumed.stats == straight.stats
     assert resumed.history.losses == straight.history.losses  # the two replayed steps too, bit for bit
     assert same_weights(resumed.model, straight.model)
+
+
+def test_the_stats_reach_the_experiment_trackers(trained_chat, tmp_path):
+    """train() logs a model's step_metrics(): GRPO's five statistics go to TensorBoard beside the loss."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tracked"
+    result = run_grpo(trained_chat[1], out, log_with="tensorboard")
+    events = EventAccumulator(str(out / "runs" / "tracked"))
+    events.Reload()
+    for key in STAT_KEYS:
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert logged == [(s["step"], float(np.float32(s[key]))) for s in result.stats]

@@ -219,6 +219,14 @@ class DPOModel(nn.Module):
         self.last_rewards = (chosen, rejected)
         return None, loss
 
+    def step_metrics(self) -> dict[str, float]:
+        """The last batch's implicit rewards, as TRL logs them: what ``train()`` sends to the experiment trackers."""
+        if self.last_rewards is None:
+            return {}
+        chosen, rejected = self.last_rewards
+        return {"chosen_reward": chosen.mean().item(), "rejected_reward": rejected.mean().item(),
+                "margin": (chosen - rejected).mean().item(), "accuracy": (chosen > rejected).float().mean().item()}
+
     def save(self, directory: str | Path) -> Path:
         """The policy as an ordinary chat GPT folder (``model.safetensors``, ``config.json``, ``tokenizer/``)."""
         return self.policy.save(directory)

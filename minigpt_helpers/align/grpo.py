@@ -255,6 +255,10 @@ class GRPOPolicy(nn.Module):
             self.stats.append(entry)
             self.micro = []
 
+    def step_metrics(self) -> dict[str, float]:
+        """The last step's statistics (:data:`STAT_KEYS`): what ``train()`` sends to the experiment trackers."""
+        return {k: v for k, v in self.stats[-1].items() if k != "step"} if self.stats else {}
+
     def save(self, directory: str | Path) -> Path:
         """The policy as a chat GPT folder (weights, config, tokenizer) + ``grpo.json`` (stats, settings)."""
         directory = Path(directory)

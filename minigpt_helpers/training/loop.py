@@ -488,6 +488,16 @@ def _save(out_dir: str | Path | None, model: nn.Module, optimizer, scaler: torch
     return save_checkpoint(out_dir, model, step=run.step, optimizer=optimizer, trainer=state)
 
 
+def _step_values(model: nn.Module, loss: float, lr: float, tok_s: float) -> dict[str, float]:
+    """What the trackers get after a step: the loss, the learning rate, tokens/s, and the numbers the model's own
+    ``step_metrics()`` returns, if it has one (GRPO's reward and KL, DPO's reward margin), each under ``train/``."""
+    values = {"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tok_s}
+    extra = getattr(model, "step_metrics", None)
+    if callable(extra):
+        values.update({f"train/{k}": float(v) for k, v in extra().items()})
+    return values
+
+
 def _callback_asks_to_stop(callback: Callable[[dict[str, Any]], Any] | None, run: _RunState, model: nn.Module,
                            loss: float, lr: float) -> bool:
     """Calls the user's ``callback`` with this step's numbers; True if it returned True (stop cleanly)."""
@@ -651,7 +661,7 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
                     tok_s, mfu = throughput(tokens_per_step, dt, env.world, flops_tok, peak)
                     monitor.step(run.history, step=run.step, loss=loss, lr=lr, tok_s=tok_s, mfu=mfu,
                                  total=cfg.max_steps)
-                    trackers.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tok_s}, run.step)
+                    trackers.log(_step_values(model, loss, lr, tok_s), run.step)
 
                     last = cfg.max_steps is not None and run.step >= cfg.max_steps
                     if run.step % cfg.eval_interval == 0 or last:

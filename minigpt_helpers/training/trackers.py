@@ -5,7 +5,9 @@ them) makes rank 0 log, as nanoGPT's ``wandb_log`` does:
 
 * once, the hyperparameters: the TrainConfig and the model's GPTConfig as one flat
   dict (``train/lr``, ``model/n_layer``, ...);
-* after every step, ``train/loss``, ``train/lr`` and ``train/tokens_per_s``;
+* after every step, ``train/loss``, ``train/lr`` and ``train/tokens_per_s``, and the
+  numbers of the model's own ``step_metrics()`` if it has one (``train/reward``,
+  ``train/kl``, ... for GRPO; ``train/margin``, ... for DPO);
 * at every evaluation, ``val/loss`` (step 0 included: the untrained model's loss).
 
 The trackers are accelerate's own classes (``accelerate.tracking``), started here
