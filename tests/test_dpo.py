@@ -30,6 +30,7 @@ from minigpt_helpers.cli import main
 from minigpt_helpers.config import artifacts_dir
 from minigpt_helpers.finetune.chat import (
     END,
+    ChatTokenizer,
     add_chat_tokens,
     chat_reply,
     load_chat_model,
@@ -37,6 +38,7 @@ from minigpt_helpers.finetune.chat import (
 )
 from minigpt_helpers.finetune.instructions import get_chat_model
 from minigpt_helpers.training.examples import IGNORE
+from minigpt_helpers.training.loop import get_trained_model, trained_model_context
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -327,3 +329,23 @@ def test_get_chat_model_loads_chapter_08s_checkpoint(trained_chat, tmp_path, mon
     assert chat_reply(model, HI, max_new_tokens=10) == "yo"
     get_chat_model(verbose=False)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_a_caller_needing_more_context_gets_its_own_folders(tmp_path, monkeypatch, capsys):
+    """Quick mode's chapter 05 model sees 32 tokens; get_chat_model(min_context=64) leaves chapters 05 and 08's
+    folders alone and trains (once) a 64-token base and chat model beside them."""
+    monkeypatch.setenv("MINIGPT_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MINIGPT_QUICK", "1")
+    assert trained_model_context() == 32  # no chapter 05 model yet: the "tiny" preset's context
+    assert get_trained_model(verbose=False).config.block_size == 32  # chapter 05's own, saved in "ch05"
+    assert trained_model_context() == 32
+    chat = get_chat_model(verbose=False, min_context=64)
+    assert chat.config.block_size == 64 and isinstance(chat.tokenizer, ChatTokenizer)
+    made = sorted(p.name for p in artifacts_dir().iterdir())
+    assert made == ["ch05", "ch05_ctx64", "ch08_sft_ctx64", "tokenizer"]
+    again = get_chat_model(min_context=64)
+    assert "loaded a 64-token chat model" in capsys.readouterr().out
+    assert_same_weights(weights(again), weights(chat))
+    assert get_chat_model(verbose=False, min_context=32).config.block_size == 32  # chapter 08's own: "ch08_sft"
+    assert sorted(p.name for p in artifacts_dir().iterdir()) == sorted([*made, "ch08_sft"])

@@ -438,34 +438,27 @@ def get_chat_model(verbose: bool = True, min_context: int | None = None) -> Any:
 
     If chapter 08 has not been run, finetunes chapter 05's model (:func:`get_trained_model`,
     itself trained first if missing) on chapter 08's instruction set with chapter 08's
-    recipe (SFT with early stopping on the validation rows: about two minutes at full
-    size, seconds in quick mode), saves it there, and says which happened.
+    recipe (SFT with early stopping on the validation rows: about a minute at full size,
+    seconds in quick mode), saves it there, and says which happened.
     ``min_context``: the fewest tokens of context the caller needs (chapter 10's prompts
-    and replies need 64). When chapter 08's model sees fewer (as quick mode's does), the
+    and replies need 64). When chapter 05's model sees fewer (as quick mode's does), the
     same recipe runs on ``get_trained_model(min_context=...)`` into
     ``artifacts_dir("ch08_sft_ctx<N>")`` instead.
     """
     from ..config import artifacts_dir, pick, set_seed, shown_path
     from ..training.checkpoint import find_checkpoint
     from ..training.config import TrainConfig
-    from ..training.loop import get_trained_model
+    from ..training.loop import get_trained_model, trained_model_context
     from .chat import EarlyStopping, load_chat_model, sft
 
-    out = artifacts_dir("ch08_sft")
+    own = min_context is None or trained_model_context() >= min_context
+    out = artifacts_dir("ch08_sft" if own else f"ch08_sft_ctx{min_context}")
     ckpt = find_checkpoint(out)
     if ckpt is not None:
-        model = load_chat_model(ckpt)
-        if min_context is None or model.config.block_size >= min_context:
-            if verbose:
-                print(f"get_chat_model: loaded chapter 08's chat model from {shown_path(ckpt)}")
-            return model
-    if min_context is not None:
-        out = artifacts_dir(f"ch08_sft_ctx{min_context}")
-        ckpt = find_checkpoint(out)
-        if ckpt is not None:
-            if verbose:
-                print(f"get_chat_model: loaded a {min_context}-token chat model from {shown_path(ckpt)}")
-            return load_chat_model(ckpt)
+        if verbose:
+            what = "chapter 08's chat model" if own else f"a {min_context}-token chat model"
+            print(f"get_chat_model: loaded {what} from {shown_path(ckpt)}")
+        return load_chat_model(ckpt)
     base = get_trained_model(verbose, min_context=min_context)
     steps = pick(full=1500, quick=20)
     if verbose:

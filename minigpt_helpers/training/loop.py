@@ -696,6 +696,22 @@ def train(model: nn.Module, data: Any = "auto", cfg: TrainConfig | None = None, 
 
 
 # ------------------------------------------------------------------------------ chapter 06's entry point
+def _chapter05_preset() -> str:
+    """The preset :func:`get_trained_model` trains when chapter 05 has not been run."""
+    return pick(full="cpu", quick="tiny")
+
+
+def trained_model_context() -> int:
+    """The context of the model :func:`get_trained_model` gives without ``min_context``: chapter 05's saved
+    model's, or that of the preset it would train."""
+    from ..model.gpt import GPT
+
+    ckpt = find_checkpoint(artifacts_dir("ch05"))
+    if ckpt is not None:
+        return GPT.check_saved(ckpt).block_size  # config.json and the weights' header only
+    return int(PRESETS[_chapter05_preset()]["model"]["block_size"])
+
+
 def get_trained_model(verbose: bool = True, min_context: int | None = None):
     """The model chapter 05 trained (from ``artifacts_dir("ch05")``), or a quickly trained one.
 
@@ -711,23 +727,16 @@ def get_trained_model(verbose: bool = True, min_context: int | None = None):
     from ..tokenizers.train import default_tokenizer
     from .checkpoint import load_checkpoint
 
-    out = artifacts_dir("ch05")
+    own = min_context is None or trained_model_context() >= min_context
+    out = artifacts_dir("ch05" if own else f"ch05_ctx{min_context}")
     if find_checkpoint(out) is not None:
-        model = load_checkpoint(out)
-        if min_context is None or model.config.block_size >= min_context:
-            if verbose:
-                print(f"get_trained_model: loaded chapter 05's model from {shown_path(find_checkpoint(out))}")
-            return model
-    extra = {} if min_context is None else {"block_size": min_context}
-    if extra:
-        out = artifacts_dir(f"ch05_ctx{min_context}")
-        if find_checkpoint(out) is not None:
-            if verbose:
-                print(f"get_trained_model: loaded a {min_context}-token model from {shown_path(find_checkpoint(out))}")
-            return load_checkpoint(out)
+        if verbose:
+            what = "chapter 05's model" if own else f"a {min_context}-token model"
+            print(f"get_trained_model: loaded {what} from {shown_path(find_checkpoint(out))}")
+        return load_checkpoint(out)
     tok = default_tokenizer(verbose=verbose)
-    name = pick(full="cpu", quick="tiny")
-    steps = pick(full=1500, quick=150)
+    name, steps = _chapter05_preset(), pick(full=1500, quick=150)
+    extra = {} if own else {"block_size": min_context}
     mcfg, tcfg = preset(name, tok.vocab_size, max_steps=steps, eval_interval=steps, **extra)
     if verbose:
         print(f"get_trained_model: no checkpoint in {shown_path(out)}; training preset {name!r} (context "
