@@ -103,3 +103,29 @@ class ProgressBar:
         self.bar.close()
         if final is not None:
             print(final, flush=True)
+
+
+class LiveFigure:
+    """A matplotlib figure redrawn in place in a notebook: the first :meth:`show` displays it, later ones update
+    that same output (one display handle), so a live plot never stacks up copies of itself.
+
+    ``LiveFigure(*args, **kw)`` makes the figure with ``plt.subplots(*args, **kw)``
+    (``.fig``, ``.axes``) and closes it in pyplot, so that the cell's end does not show
+    it a second time. Draw on ``.axes``, then call :meth:`show`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import matplotlib.pyplot as plt
+
+        self.fig, self.axes = plt.subplots(*args, **kwargs)
+        plt.close(self.fig)
+        self.handle = None
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        if self.handle is None:
+            self.handle = display(self.fig, display_id=True)
+        else:
+            self.handle.update(self.fig)
+

@@ -482,14 +482,14 @@ def test_the_stats_monitor_draws_outside_a_notebook_without_failing(capsys):
     monitor = StatsMonitor("GRPO", every_s=3600.0)
     try:
         monitor.update([])  # nothing to draw yet
-        assert monitor.fig is None
+        assert monitor.figure is None
         monitor.update(fake_stats(3))  # the first drawing is never held back
-        fig, first = monitor.fig, monitor.last
+        fig, first = monitor.figure.fig, monitor.last
         assert fig is not None and first > 0 and [ax.get_title() for ax in fig.axes] == [n for _, n in PANELS]
         monitor.update(fake_stats(4))  # within every_s: not redrawn
         assert monitor.last == first and len(fig.axes[0].get_lines()[0].get_xdata()) == 3
         monitor.update(fake_stats(4), force=True)
-        assert monitor.fig is fig and monitor.last > first and len(fig.axes[0].get_lines()[0].get_xdata()) == 4
+        assert monitor.figure.fig is fig and monitor.last > first and len(fig.axes[0].get_lines()[0].get_xdata()) == 4
         assert "Figure" in capsys.readouterr().out  # outside a kernel, IPython's display prints the figure's repr
     finally:
         plt.close("all")

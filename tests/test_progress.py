@@ -84,3 +84,21 @@ def test_monitor_bar_ends_as_its_final_line_in_a_notebook(fake_notebook):
     assert len(displayed) == 1 and len(updates) == 1 and isinstance(updates[0], IPython.display.Pretty)
     line = updates[0].data  # e.g. "train: 100%|...| 6/6 [00:00<00:00, ..., loss=2.5000, tok/s=12.0k, mfu=n/a]"
     assert line.startswith("train: 100%") and "6/6" in line and "loss=2.5000" in line and "tok/s=12.0k" in line
+
+
+def test_live_figures_redraw_one_output_in_place(fake_notebook):
+    """Train's loss plot and GRPO's statistics share LiveFigure: the first drawing is displayed, every later one
+    updates that same output, and pyplot does not hold the figure (so the cell's end shows no second copy)."""
+    import matplotlib.pyplot as plt
+
+    from minigpt_helpers.align.live import StatsMonitor
+
+    displayed, updates = fake_notebook
+    stats = [{"step": k, "reward": 0.5, "zero_variance": 0.0, "kl": 0.1, "length": 8.0, "clip_fraction": 0.0}
+             for k in range(1, 4)]
+    monitor = StatsMonitor(every_s=0.0)
+    for n in range(1, 4):
+        monitor.update(stats[:n])
+    assert displayed == [monitor.figure.fig] and updates == [monitor.figure.fig] * 2
+    assert monitor.figure.fig.number not in plt.get_fignums()
+    assert [ax.get_title() for ax in monitor.figure.axes][0] == "mean reward"

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..progress import LiveFigure
+
 PANELS = (("reward", "mean reward"), ("zero_variance", "zero-variance groups"), ("kl", "KL to the reference"),
           ("length", "completion length (tokens)"), ("clip_fraction", "clip fraction"))
 
@@ -60,22 +62,15 @@ class StatsMonitor:
 
     def __init__(self, title: str | None = None, every_s: float = 2.0) -> None:
         self.title, self.every_s = title, every_s
-        self.fig = self.axes = self.handle = None
+        self.figure: LiveFigure | None = None
         self.last = 0.0
 
     def update(self, stats: Sequence[dict[str, float]], force: bool = False) -> None:
         """Draw ``stats`` if ``every_s`` seconds have passed since the last drawing (always if ``force``)."""
         if not stats or not (force or time.perf_counter() - self.last >= self.every_s):
             return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        if self.fig is None:
-            self.fig, self.axes = plt.subplots(1, len(PANELS), figsize=(13, 2.6), dpi=80)
-            plt.close(self.fig)  # displayed by us; keep pyplot from showing it again at the cell's end
-        plot_grpo_stats(stats, self.axes, title=self.title)
-        if self.handle is None:
-            self.handle = display(self.fig, display_id=True)
-        else:
-            self.handle.update(self.fig)
+        if self.figure is None:
+            self.figure = LiveFigure(1, len(PANELS), figsize=(13, 2.6), dpi=80)
+        plot_grpo_stats(stats, self.figure.axes, title=self.title)
+        self.figure.show()
         self.last = time.perf_counter()

@@ -17,7 +17,7 @@ import math
 import time
 from typing import Any
 
-from ..progress import ProgressBar, in_notebook
+from ..progress import LiveFigure, ProgressBar, in_notebook
 
 
 def _fmt_rate(x: float) -> str:
@@ -72,7 +72,7 @@ class Monitor:
         if mode not in ("notebook", "log", "off"):
             raise ValueError(f"live mode must be 'auto', 'notebook', 'log' or 'off', got {mode!r}")
         self.mode, self.log_interval, self.plot_every_s = mode, max(1, log_interval), plot_every_s
-        self.bar = self.fig = self.handle = None
+        self.bar = self.figure = None
         self._last_plot = 0.0
         if mode == "notebook":  # a widget bar that ends as its final line of text (progress.ProgressBar)
             self.bar = ProgressBar(total, initial=initial, desc=desc, notebook=True)
@@ -110,19 +110,11 @@ class Monitor:
         """Redraw the live figure in place (one display handle, never a new output)."""
         if self.mode != "notebook":
             return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        if self.fig is None:
-            self.fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80, width_ratios=[2.2, 1])
-            self.axes = axes
-            plt.close(self.fig)  # we display it ourselves; keep pyplot from showing it again at cell end
-        plot_history(history, *self.axes)
-        self.fig.tight_layout()
-        if self.handle is None:
-            self.handle = display(self.fig, display_id=True)
-        else:
-            self.handle.update(self.fig)
+        if self.figure is None:
+            self.figure = LiveFigure(1, 2, figsize=(9, 3.2), dpi=80, width_ratios=[2.2, 1])
+        plot_history(history, *self.figure.axes)
+        self.figure.fig.tight_layout()
+        self.figure.show()
         self._last_plot = time.perf_counter()
 
     def close(self, history: Any = None) -> None:
