@@ -60,6 +60,18 @@ def test_tokenizer_extension_refuses_special_text_and_survives_save_load(tmp_pat
         ChatTokenizer(tok)
 
 
+def test_a_reply_ends_at_any_chat_token_and_its_text_leaves_the_end_out():
+    base = BPETokenizer.train(["to be or not to be, that is the question " * 20], vocab_size=270)
+    tok = ChatTokenizer(base)
+    end, user = tok.token_id("<|end|>"), tok.token_id("<|user|>")
+    assert sorted(tok.stop_ids) == sorted([base.eot_id, *range(base.vocab_size, base.vocab_size + 4)])
+    words = tok.encode("to be")
+    assert tok.reply_text([*words, end]) == "to be"  # the end of the turn is not text
+    assert tok.reply_text([*words, user]) == "to be"  # any chat token ends a turn
+    assert tok.reply_text(words) == "to be"  # cut by max_new_tokens: nothing to drop
+    assert tok.reply_text([end, *words]) == "<|end|>to be"  # only a last token ends the turn
+
+
 def test_resized_embeddings_keep_old_rows_and_the_tie(tmp_path):
     model = tiny_model()
     old = model.transformer.wte.weight.detach().clone()

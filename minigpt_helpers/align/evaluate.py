@@ -30,11 +30,10 @@ def sampled_replies(model: nn.Module, row: Any, samples: int = 8, *, max_new_tok
     tok = model.tokenizer
     prompt = prompt_messages(row)
     ids, _ = render_conversation(tok, prompt, add_generation_prompt=True)
-    stops = [tok.eot_id, *tok.special_ids.values()]
     room = min(max_new_tokens, reply_room(model, prompt))
     group = sample_group_ids(model, ids, samples, room, temperature, seed=sample_seed(seed, prompt, 0),
-                             stop_ids=stops)
-    return [tok.decode(c[:-1] if c and c[-1] in stops else c) for c in group]
+                             stop_ids=tok.stop_ids)
+    return [tok.reply_text(c) for c in group]
 
 
 def success_rates(model: nn.Module, rows: Sequence[dict[str, Any]], reward_fn: RewardFn = task_reward, *,

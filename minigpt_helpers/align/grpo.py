@@ -340,7 +340,7 @@ class GroupRollouts:
         self.group_size, self.max_new_tokens = group_size, max_new_tokens
         self.temperature, self.scale = temperature, scale
         self.tokenizer = tok
-        self.stop_ids = [tok.eot_id, *tok.special_ids.values()]
+        self.stop_ids = tok.stop_ids
         self.collate = SFTCollate(policy.config.block_size, tok.eot_id)
 
     def batches(self, batch_size: int, *, seed: int = 0, position: StreamPosition | dict | None = None,
@@ -355,10 +355,6 @@ class GroupRollouts:
     def evaluate(self, model: nn.Module, batch_size: int, device: torch.device | str, precision: str = "fp32") -> None:
         """No validation loss: GRPO's progress is the reward (the stats), measured on held-out prompts by the caller."""
         return None
-
-    def completion_text(self, ids: list[int]) -> str:
-        """The text of a completion, without the token that closed it."""
-        return self.tokenizer.decode(ids[:-1] if ids and ids[-1] in self.stop_ids else ids)
 
     def reward(self, prompt: Prompt, text: str) -> float:
         value = self.reward_fn(prompt.row, text)
@@ -379,7 +375,7 @@ class GroupRollouts:
             group = sample_group_ids(self.policy, prompt.ids, self.group_size, self.max_new_tokens, self.temperature,
                                      seed=rng.getrandbits(63), stop_ids=self.stop_ids)
             for completion in group:
-                rewards.append(self.reward(prompt, self.completion_text(completion)))
+                rewards.append(self.reward(prompt, self.tokenizer.reply_text(completion)))
                 rows.append((prompt.ids + completion[:-1], [IGNORE] * (len(prompt.ids) - 1) + completion))
         x, y = self.collate(rows)
         x, y = x.to(device), y.to(device)

@@ -86,6 +86,16 @@ class ChatTokenizer(Tokenizer):
         self._all = {EOT: base.eot_id, **self.special_ids}
         self._split = re.compile("(" + "|".join(map(re.escape, sorted(self._all, key=len, reverse=True))) + ")")
 
+    @property
+    def stop_ids(self) -> list[int]:
+        """The ids that end an assistant's turn: ``<|endoftext|>`` and every chat token (normally ``<|end|>``)."""
+        return [self.eot_id, *self.special_ids.values()]
+
+    def reply_text(self, ids: Sequence[int]) -> str:
+        """The text of a generated reply's ``ids``, without the token that ended the turn (if one did)."""
+        ids = list(ids)
+        return self.decode(ids[:-1] if ids and ids[-1] in self.stop_ids else ids)
+
     def token_id(self, token: str) -> int:
         """The id of a special token (``"<|end|>"``...) or of ``<|endoftext|>``."""
         if token not in self._all:
@@ -450,7 +460,7 @@ def chat_reply(model: nn.Module, messages: Any, *, max_new_tokens: int = 200, te
     """
     tok = _chat_tokenizer(getattr(model, "tokenizer", None))
     ids = _prompt_ids(tok, check_messages(messages), model.config.block_size)
-    stop = [tok.eot_id, *tok.special_ids.values()]
+    stop = tok.stop_ids
     new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, seed, True, stop)
     ends = set(stop)
     pieces = stream_text(tok, itertools.takewhile(lambda i: i not in ends, new), prompt_ids=ids)  # the end: not text
