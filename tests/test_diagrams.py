@@ -225,3 +225,101 @@ def test_isoflop_profiles_mark_chinchillas_optimum() -> None:
         plt.close(fig)
     with pytest.raises(ValueError, match="two or more"):
         diagrams.isoflop_profiles(budgets=(1e18,))
+
+
+# ------------------------------------------------------------------------------ chapter 11
+LENGTHS = [12, 7, 6, 5, 4, 8, 7, 5]  # the default requests of continuous_batching: prefill + decode steps
+
+
+def test_slot_schedule_on_a_worked_example() -> None:
+    assert diagrams.slot_schedule(LENGTHS, 4) == [
+        (0, 0, 0, 12), (1, 1, 0, 7), (2, 2, 0, 6), (3, 3, 0, 5),
+        (4, 3, 5, 9),  # slot 4 frees first (D is done after 5 steps): E takes it at once
+        (5, 2, 6, 14), (6, 1, 7, 14), (7, 3, 9, 14)]
+    assert diagrams.slot_schedule(LENGTHS, 4, static=True) == [
+        (0, 0, 0, 12), (1, 1, 0, 7), (2, 2, 0, 6), (3, 3, 0, 5),
+        (4, 0, 12, 16), (5, 1, 12, 20), (6, 2, 12, 19), (7, 3, 12, 17)]  # the second batch waits for A's 12
+    for bad in (lambda: diagrams.slot_schedule([3, 0], 2), lambda: diagrams.slot_schedule([3], 0)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_slot_schedule_keeps_its_promises(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 12) for _ in range(rng.randint(1, 15))]
+    slots = rng.randint(1, 5)
+    ends = {}
+    for static in (False, True):
+        plan = diagrams.slot_schedule(lengths, slots, static=static)
+        assert [r for r, *_ in plan] == list(range(len(lengths)))
+        assert all(end - start == lengths[r] and 0 <= s < slots and start >= 0 for r, s, start, end in plan)
+        assert [start for _, _, start, _ in plan] == sorted(start for _, _, start, _ in plan)  # in queue order
+        for slot in range(slots):
+            runs = sorted((start, end) for _, s, start, end in plan if s == slot)
+            assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:])), "two requests in one slot at once"
+            if not static:  # a freed slot is refilled at once: no gap before a slot's last request
+                assert all(a[1] == b[0] for a, b in zip(runs, runs[1:])) and (not runs or runs[0][0] == 0)
+        if static:  # a batch starts together, when the previous batch's longest member is done
+            for b in range(slots, len(lengths), slots):
+                assert {start for r, _, start, _ in plan[b:b + slots]} == {max(e for *_, e in plan[b - slots:b])}
+        ends[static] = max(end for *_, end in plan)
+    assert max(lengths) <= ends[False] <= ends[True]
+    assert ends[False] >= -(-sum(lengths) // slots)  # no schedule beats perfectly packed slots
+
+
+def test_continuous_batching_draws_slot_schedule() -> None:
+    fig = _draw("continuous_batching")
+    try:
+        text = texts_of(fig)
+        cont = max(e for *_, e in diagrams.slot_schedule(LENGTHS, 4))
+        stat = max(e for *_, e in diagrams.slot_schedule(LENGTHS, 4, static=True))
+        assert (cont, stat) == (14, 20)
+        assert "continuous: 14 steps, static: 20 steps" in text
+        assert "54 of 56 slot-steps busy" in text and "54 of 80 slot-steps busy" in text
+        assert [text.split("\n").count(letter) for letter in "ABCDEFGH"] == [2] * 8  # once per panel
+        prefills = [p for p in fig.axes[0].patches if p.get_hatch() == "///"]
+        assert len(prefills) == 2 * 8 + 1  # one per request per panel, and the legend's swatch
+    finally:
+        plt.close(fig)
+    fig = _draw("continuous_batching", requests=[(1, 2), (2, 1)], slots=2)
+    text = texts_of(fig)
+    plt.close(fig)
+    assert "continuous: 3 steps, static: 3 steps" in text and "Continuous and static batching" in text
+    with pytest.raises(ValueError, match="fewer or shorter"):
+        diagrams.continuous_batching(slots=1)
+
+
+@pytest.mark.parametrize("accepted", range(5))
+def test_speculative_decoding_marks_what_it_accepts(accepted: int) -> None:
+    proposed = ("the", "king", "is", "dead")
+    fig = _draw("speculative_decoding", proposed=proposed, accepted=accepted, correction="was", bonus="!")
+    try:
+        texts = [t.get_text() for t in drawn_texts(fig)]
+        k = len(proposed)
+        assert texts.count("\u2713") == accepted and texts.count("\u2717") == (1 if accepted < k else 0)
+        assert ("discarded" in texts) == (accepted + 1 < k)
+        new = "was" if accepted < k else "!"
+        assert texts.count(new) == 1 and texts.count("!" if accepted < k else "was") == 0
+        assert any(t.startswith(f"+{accepted + 1} token") for t in texts)
+        dropped = [p for p in fig.axes[0].patches if p.get_hatch() == "///"]
+        assert len(dropped) == k - accepted  # the cache entries past the last accepted guess
+        assert ("roll back to the last accepted position" in texts_of(fig)) == (accepted < k)
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="accepted"):
+        diagrams.speculative_decoding(proposed, accepted=5)
+
+
+def test_prefill_vs_decode_counts_flops_per_weight_read() -> None:
+    fig = _draw("prefill_vs_decode", prompt_len=8)
+    texts = [t.get_text() for t in drawn_texts(fig)]
+    plt.close(fig)
+    assert sum(t.startswith("= 16 FLOPs per weight read") for t in texts) == 1  # 2 T for the prefill
+    assert sum(t.startswith("= 2 FLOPs per weight read") for t in texts) == 1  # 2 for one decoded token
+    assert texts.count("prompt 8") == 1 and "prompt 9" not in texts
+    assert texts.count("compute-bound") == 1 and texts.count("memory-bound") == 1
+    with pytest.raises(ValueError, match="prompt_len"):
+        diagrams.prefill_vs_decode(prompt_len=1)

@@ -396,11 +396,11 @@ def test_public_sampling_functions_check_their_arguments(call, match):
 
 
 def test_generate_checks_the_sampling_arguments_once_not_per_token(model, monkeypatch):
-    import minigpt_helpers.model.generation as generation
+    import minigpt_helpers.model.sampling as sampling
 
     calls = []
-    real = generation._check_sampling_args
-    monkeypatch.setattr(generation, "_check_sampling_args", lambda *a: calls.append(a) or real(*a))
+    real = sampling.check_sampling_args
+    monkeypatch.setattr(sampling, "check_sampling_args", lambda *a: calls.append(a) or real(*a))
     assert generate(model, "The", 20, temperature=1.0, top_k=5, top_p=0.9, seed=0).startswith("The")
     assert calls == [(1.0, 5, 0.9)]  # 20 tokens, one check
     calls.clear()

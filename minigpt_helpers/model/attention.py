@@ -60,12 +60,15 @@ def attention(
     causal: bool = True,
     dropout_p: float = 0.0,
     return_weights: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention, spelled out (what chapter 03 derives).
 
     q: (..., T_q, D), k and v: (..., T_k, D) -- usually (B, H, T, D).
     Returns the output (..., T_q, D), and the attention weights (..., T_q, T_k) when
-    ``return_weights`` is set.
+    ``return_weights`` is set. ``mask`` (boolean, broadcastable to (..., T_q, T_k), True
+    where a query may look) hides more keys, on top of the causal mask if ``causal``:
+    chapter 11's batches of sequences of different lengths use it.
 
     Why each step:
       * ``q @ k^T`` scores how well each query matches each key;
@@ -78,7 +81,8 @@ def attention(
     d = q.size(-1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(d)  # (..., T_q, T_k)
     if causal:
-        mask = causal_mask(q.size(-2), k.size(-2), device=q.device)
+        scores = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), device=q.device), float("-inf"))
+    if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = F.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1
     if dropout_p > 0.0:
@@ -139,6 +143,24 @@ class KVCache:
         """Forget everything: the next forward starts again at position 0."""
         self.pos = 0
 
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` positions: the next forward writes at position ``n``.
+
+        Speculative decoding's rollback: the keys and values of rejected draft tokens
+        stay in the buffer but are never read, and the next tokens overwrite them.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.pos:
+            raise ValueError(f"truncate to n positions needs 0 <= n <= pos ({self.pos}), got {n!r}")
+        self.pos = n
+
+    def positions(self, t: int) -> torch.Tensor:
+        """The positions (t,) of the next ``t`` tokens: pos .. pos+t-1, the same for every row."""
+        return torch.arange(self.pos, self.pos + t, dtype=torch.long, device=self.k.device)
+
+    def attn_mask(self, t: int) -> None:
+        """No extra mask: every row holds the same positions, so the causal mask is all it takes."""
+        return None
+
     def check_room(self, batch_size: int, t: int) -> None:
         """Raise a clear error if ``t`` more tokens (of this batch size) do not fit."""
         if batch_size != self.batch_size:
@@ -174,6 +196,102 @@ class KVCache:
     def advance(self, t: int) -> None:
         """Mark ``t`` more positions as filled (called by the model after its last layer)."""
         self.pos += t
+
+
+class SlotKVCache:
+    """A KV cache whose rows ("slots") hold different sequences of different lengths (continuous batching).
+
+    Buffers (n_layer, slots, H_kv, allocated, D) as in :class:`KVCache`, but every slot
+    has its own length ``lengths[s]``: a new sequence is prefilled on its own (a batch of
+    one, in a :class:`KVCache`) and copied into a free slot with :meth:`load`; then each
+    decode step feeds ONE token per running slot, written at that slot's own position.
+    Each row attends to its own keys only (:meth:`attn_mask`), so a short sequence never
+    sees the stale keys beyond its end, and positions (learned or rotary) are per row.
+
+    Why prefill apart: a prompt is many tokens in one matrix-matrix pass (compute-bound,
+    fast per token); decoding is one token per pass (memory-bound: every weight is read
+    for a single token), which is where batching rows pays. ``rows`` picks the slots the
+    next forward feeds (None: all of them); finished slots are simply left out.
+    """
+
+    def __init__(self, n_layer: int, slots: int, n_head: int, head_dim: int, capacity: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        if slots < 1 or capacity < 1:
+            raise ValueError(f"slots ({slots}) and capacity ({capacity}) must be >= 1")
+        shape = (n_layer, slots, n_head, min(capacity, CACHE_CHUNK), head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.capacity = capacity
+        self.slots = slots
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # positions filled, per slot
+        self.rows: torch.Tensor | None = None  # slots fed by the next forward; None = all
+        self._end, self._mask = 0, None  # set by check_room, once per forward
+
+    def select(self, rows: list[int] | None) -> None:
+        """Feed these slots, in this order, in the next forward (None: every slot)."""
+        all_rows = rows is None or list(rows) == list(range(self.slots))
+        self.rows = None if all_rows else torch.tensor(rows, dtype=torch.long, device=self.k.device)
+
+    def _lengths(self) -> torch.Tensor:
+        return self.lengths if self.rows is None else self.lengths[self.rows]
+
+    def check_room(self, batch_size: int, t: int) -> None:
+        """One token per selected slot, and room for it in each."""
+        n_rows = self.slots if self.rows is None else len(self.rows)
+        if t != 1 or batch_size != n_rows:
+            raise ValueError(f"a SlotKVCache takes one token per selected slot ({n_rows} rows x 1), got "
+                             f"{batch_size} x {t}: prefill a sequence in a KVCache and copy it in with load()")
+        lengths = self._lengths()
+        self._end = int(lengths.max()) + 1  # keys to read this forward: the longest selected row's, + the new one
+        if self._end > self.capacity:
+            raise ValueError(f"a slot is full (capacity {self.capacity}, block_size): free it or reload it "
+                             "with a shorter window")
+        if self._end > self.k.size(3):
+            self._grow(self._end)
+        keys = torch.arange(self._end, device=lengths.device)
+        self._mask = (keys[None, :] <= lengths[:, None])[:, None, None, :]  # (B, 1, 1, T_k)
+
+    def positions(self, t: int) -> torch.Tensor:
+        """Each selected row's next position: (B, 1)."""
+        return self._lengths()[:, None]
+
+    def _grow(self, end: int) -> None:
+        size = min(self.capacity, max(end, 2 * self.k.size(3)))
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros(*old.shape[:3], size, old.size(4))
+            new[:, :, :, : old.size(3)] = old
+            setattr(self, name, new)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write each row's new k, v (B, H_kv, 1, D) at its own position; return its keys/values so far."""
+        lengths, end = self._lengths(), self._end
+        rows = torch.arange(self.slots, device=self.k.device) if self.rows is None else self.rows
+        self.k[layer][rows, :, lengths] = k[:, :, 0]  # (B, H_kv, D) into (slot, :, position)
+        self.v[layer][rows, :, lengths] = v[:, :, 0]
+        if self.rows is None:
+            return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        return self.k[layer, self.rows, :, :end], self.v[layer, self.rows, :, :end]
+
+    def attn_mask(self, t: int) -> torch.Tensor:
+        """(B, 1, 1, T_k): row b may see keys 0 .. lengths[b] (its own, the new one included)."""
+        return self._mask
+
+    def advance(self, t: int) -> None:
+        """The selected slots now hold ``t`` more positions."""
+        if self.rows is None:
+            self.lengths += t
+        else:
+            self.lengths[self.rows] += t
+
+    def load(self, slot: int, cache: KVCache) -> None:
+        """Copy a one-row :class:`KVCache` (a prefilled sequence) into ``slot``, replacing what it held."""
+        n = cache.pos
+        if n > self.k.size(3):
+            self._grow(n)
+        self.k[:, slot, :, :n] = cache.k[:, 0, :, :n]
+        self.v[:, slot, :, :n] = cache.v[:, 0, :, :n]
+        self.lengths[slot] = n
 
 
 class CausalSelfAttention(nn.Module):
@@ -234,8 +352,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or H_kv, T, D)
         if rope is not None:  # rotate q and k by their positions' angles
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        row_mask = None
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)  # (B, H_kv, pos+T, D)
+            row_mask = kv_cache.attn_mask(T)  # (B, 1, T, T_k) when rows hold different lengths, else None
         if H_kv != H:  # GQA: each key/value head serves H / H_kv consecutive query heads
             k = k.repeat_interleave(H // H_kv, dim=1)  # (B, H, T_k, D)
             v = v.repeat_interleave(H // H_kv, dim=1)
@@ -243,7 +363,12 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
 
         weights = None
-        if self.attn_impl == "manual" or return_weights:
+        if row_mask is not None:  # a SlotKVCache: each row sees its own keys only
+            if self.attn_impl == "manual" or return_weights:
+                y, weights = attention(q, k, v, causal=False, return_weights=True, mask=row_mask)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=row_mask)
+        elif self.attn_impl == "manual" or return_weights:
             y, weights = attention(q, k, v, causal=True, dropout_p=dropout_p, return_weights=True)
         else:
             # SDPA's is_causal aligns the mask top-left, which is only right when the

@@ -47,10 +47,25 @@ from typing import Any
 
 import torch
 
+from .sampling import (
+    check_generation_args,
+    last_logits,
+    model_device,
+    sample_logits,
+    sample_next,
+    seeded_generator,
+    top_k_filter,
+    top_p_filter,
+    window_start,
+)
+from .speculative import speculative_ids
+
 __all__ = [
     "check_generation_args",
+    "continuation_text",
     "generate",
     "generate_ids",
+    "prepare_prompt",
     "sample_group_ids",
     "sample_next",
     "top_k_filter",
@@ -61,184 +76,6 @@ __all__ = [
     "time_generation",
 ]
 
-
-# ----------------------------------------------------------------------------- argument checks
-# Each public entry point (the filters, sample_next, generate_ids, generate) checks its
-# arguments once, when it is called; the per-token path then runs unchecked internals.
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _check_top_k(k: Any) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"top_k must be an integer >= 1 (or None to disable), got {k!r}")
-
-
-def _check_top_p(p: Any) -> None:
-    if not _is_number(p) or not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {p!r}")
-
-
-def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not _is_number(temperature) or not temperature >= 0:  # NaN fails >= 0
-        raise ValueError(
-            f"temperature must be a number >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}"
-        )
-    if top_k is not None:
-        _check_top_k(top_k)
-    if top_p is not None:
-        _check_top_p(top_p)
-
-
-def check_generation_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise a ValueError naming the first bad sampling argument (what :func:`generate` checks on entry).
-
-    Public so that a caller (the command line) can refuse bad settings before loading a model.
-    """
-    _check_sampling_args(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-
-
-# ----------------------------------------------------------------------------- filters
-
-
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest logits along the last dim, set the rest to ``-inf``.
-
-    Exactly ``k`` tokens survive even when several logits tie at the threshold
-    (ties are broken by ``torch.topk``'s order). ``k >= vocab`` keeps everything.
-    Why: the long tail of unlikely tokens holds most of the "nonsense" mass; cutting
-    it keeps samples on topic while still varying.
-    """
-    _check_top_k(k)
-    return _top_k(logits, k)
-
-
-def _top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`top_k_filter` on an already checked ``k`` (the per-token path)."""
-    if k >= logits.size(-1):
-        return logits
-    idx = torch.topk(logits, k, dim=-1).indices
-    out = torch.full_like(logits, float("-inf"))
-    return out.scatter(-1, idx, logits.gather(-1, idx))
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most-likely tokens whose probability sums to >= ``p``.
-
-    A token is kept when the probability mass of the tokens ranked above it is
-    still below ``p``, so the top token always survives. Unlike top-k, the number
-    of kept tokens adapts: few when the model is sure, many when it is not.
-    ``p = 1`` keeps everything.
-    """
-    _check_top_p(p)
-    return _top_p(logits, p)
-
-
-def _top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """:func:`top_p_filter` on an already checked ``p`` (the per-token path)."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits.float(), dim=-1)
-    mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly higher-ranked tokens
-    remove_sorted = mass_before >= p
-    remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
-    return logits.masked_fill(remove, float("-inf"))
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick the next token id(s) from ``logits`` of shape (..., V); returns shape (...).
-
-    ``temperature = 0`` is greedy (argmax; top-k/top-p cannot change the argmax).
-    Otherwise: divide by the temperature (<1 sharpens, >1 flattens), apply top-k
-    then top-p, softmax, and draw one token with ``generator`` (for reproducibility).
-    """
-    _check_sampling_args(temperature, top_k, top_p)
-    return _sample(logits, temperature, top_k, top_p, generator)
-
-
-def _sample(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """:func:`sample_next` on already checked arguments (the per-token path)."""
-    if temperature == 0:
-        return torch.argmax(logits, dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        logits = _top_k(logits, top_k)
-    if top_p is not None:
-        logits = _top_p(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
-    flat = probs.reshape(-1, probs.size(-1))
-    ids = torch.multinomial(flat, num_samples=1, generator=generator)  # (N, 1)
-    return ids.reshape(probs.shape[:-1])
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-def window_start(n_tokens: int, start: int, block_size: int) -> int:
-    """Where the model's window begins once the sequence holds ``n_tokens`` tokens.
-
-    The one definition of the context policy (see the module docstring): keep the
-    current ``start`` while the window ``ids[start:]`` fits in ``block_size``;
-    when it would not, jump to the last ``max(1, block_size // 2)`` tokens.
-    """
-    if n_tokens - start <= block_size:
-        return start
-    return n_tokens - max(1, block_size // 2)
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    dev = getattr(model, "device", None)
-    if dev is not None:
-        return torch.device(dev)
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _rows_last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
-    """The logits (B, V) after the last token of every row of ``idx`` (B, T).
-
-    A model may have more rows than its tokenizer has ids (a vocabulary padded to a
-    round number, or spare rows kept when chat tokens were added): those ids have no
-    text, so their logits are set to -inf and they are never picked, greedy or sampled.
-    """
-    out = model(idx, kv_cache=kv_cache) if kv_cache is not None else model(idx)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    last = logits[:, -1, :]
-    n_ids = getattr(getattr(model, "tokenizer", None), "vocab_size", None)
-    if isinstance(n_ids, int) and 0 < n_ids < last.size(-1):
-        last = last.clone()
-        last[:, n_ids:] = float("-inf")
-    return last
-
-
-def _last_logits(model: torch.nn.Module, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
-    return _rows_last_logits(model, idx, kv_cache)[0]
-
-
-def _seeded_generator(device: torch.device, seed: int | None) -> torch.Generator | None:
-    """A generator on ``device`` seeded with ``seed``; None (torch's global RNG) without a seed."""
-    if seed is None:
-        return None
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
-    return generator
 
 
 def generate_ids(
@@ -285,7 +122,7 @@ def _start_generation(
     stop_ids: Sequence[int],
 ) -> Iterator[int]:
     """The token loop of :func:`generate_ids` on checked arguments: the seeded generator, the cache or none."""
-    generator = _seeded_generator(_model_device(model), seed)
+    generator = seeded_generator(model_device(model), seed)
     if use_cache and not hasattr(model, "new_kv_cache"):
         warnings.warn(
             "use_cache=True but this model has no new_kv_cache(); generating without a KV cache",
@@ -310,7 +147,7 @@ def _generate_loop(
     stop: set[int],
 ) -> Iterator[int]:
     block_size = int(model.config.block_size)
-    device = _model_device(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -320,16 +157,16 @@ def _generate_loop(
             start_now = window_start(len(ids), start, block_size)
             if cache is None:
                 window = torch.tensor([ids[start_now:]], dtype=torch.long, device=device)
-                logits = _last_logits(model, window)
+                logits = last_logits(model, window)[0]
             else:
                 if start_now != start or cached_upto == 0:  # new window: (re-)prefill
                     cache.reset()
                     cached_upto = start_now
                 feed = torch.tensor([ids[cached_upto:]], dtype=torch.long, device=device)
-                logits = _last_logits(model, feed, kv_cache=cache)
+                logits = last_logits(model, feed, kv_cache=cache)[0]
                 cached_upto = len(ids)
             start = start_now
-            nxt = int(_sample(logits, temperature, top_k, top_p, generator))
+            nxt = int(sample_logits(logits, temperature, top_k, top_p, generator))
             ids.append(nxt)
             yield nxt
             if nxt in stop:
@@ -380,7 +217,7 @@ def sample_group_ids(
         )
     if max_new_tokens == 0:
         return [[] for _ in range(group_size)]
-    generator = _seeded_generator(_model_device(model), seed)
+    generator = seeded_generator(model_device(model), seed)
     return _group_loop(model, ids, group_size, max_new_tokens, temperature, top_k, top_p, generator,
                        {int(s) for s in stop_ids})
 
@@ -398,7 +235,7 @@ def _group_loop(
     stop: set[int],
 ) -> list[list[int]]:
     """The token loop of :func:`sample_group_ids` on checked arguments (with the KV cache where the model has one)."""
-    device = _model_device(model)
+    device = model_device(model)
     done = torch.zeros(group_size, dtype=torch.bool, device=device)
     stop_t = torch.tensor(sorted(stop), dtype=torch.long, device=device)
     seq = torch.tensor([ids], dtype=torch.long, device=device).repeat(group_size, 1)  # (G, T): the shared prompt
@@ -408,8 +245,8 @@ def _group_loop(
     try:
         cache = model.new_kv_cache(batch_size=group_size) if hasattr(model, "new_kv_cache") else None
         for _ in range(max_new_tokens):
-            logits = _rows_last_logits(model, feed, cache) if cache is not None else _rows_last_logits(model, seq)
-            nxt = _sample(logits, temperature, top_k, top_p, generator)  # (G,)
+            logits = last_logits(model, feed, cache) if cache is not None else last_logits(model, seq)
+            nxt = sample_logits(logits, temperature, top_k, top_p, generator)  # (G,)
             last = torch.where(done, last, nxt)  # a finished row is fed its stop token again
             new.append(last)
             done = done | torch.isin(last, stop_t)
@@ -514,7 +351,7 @@ class StreamDecoder:
         return self._commit(self._delta()) if self.pending else ""
 
 
-def _continuation(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
+def continuation_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
     """decode(prompt + new) minus decode(prompt): the text the new tokens add."""
     if not new_ids:
         return ""
@@ -523,7 +360,9 @@ def _continuation(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> 
     return full[len(base) :] if full.startswith(base) else tokenizer.decode(new_ids)
 
 
-def _prepare(model: torch.nn.Module, prompt: str, tokenizer: Any) -> tuple[Any, list[int]]:
+def prepare_prompt(model: torch.nn.Module, prompt: str, tokenizer: Any) -> tuple[Any, list[int]]:
+    """(tokenizer, prompt ids) for text in: the model's own tokenizer unless one is given, an empty prompt as
+    ``[eot_id]``, a prompt longer than the context cropped to its last ``block_size`` tokens with a warning."""
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         raise ValueError(
@@ -554,6 +393,8 @@ def generate(
     use_cache: bool = True,
     tokenizer: Any = None,
     stop_at_eot: bool = True,
+    draft: torch.nn.Module | None = None,
+    lookahead: int = 4,
 ) -> str | Iterator[str]:
     """Continue ``prompt`` with up to ``max_new_tokens`` tokens; return prompt + continuation.
 
@@ -573,15 +414,24 @@ def generate(
       ``stop_at_eot=False`` always generates ``max_new_tokens`` tokens (as
       :func:`generate_ids` does unless given ``stop_ids``); a tokenizer without an
       ``eot_id`` never stops early.
+    - ``draft``: a much smaller model with the same tokenizer proposes ``lookahead``
+      tokens at a time and this model checks them in one pass (speculative decoding,
+      speculative.py): the text follows this model's distribution exactly (greedy: the
+      very same text), often faster. Needs the KV cache.
     """
     check_generation_args(max_new_tokens, temperature, top_k, top_p)
-    tok, ids = _prepare(model, prompt, tokenizer)  # a non-empty prompt that fits the context
+    tok, ids = prepare_prompt(model, prompt, tokenizer)  # a non-empty prompt that fits the context
     eot = getattr(tok, "eot_id", None)
     stop_ids = (eot,) if stop_at_eot and eot is not None else ()
-    new = _start_generation(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_ids)
+    if draft is not None:
+        if not use_cache:
+            raise ValueError("speculative decoding (draft=...) rolls back the KV caches: it needs use_cache=True")
+        new = speculative_ids(model, draft, ids, max_new_tokens, lookahead, temperature, top_k, top_p, seed, stop_ids)
+    else:
+        new = _start_generation(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_ids)
     if stream:
         return stream_text(tok, new, prompt_ids=ids, prompt=prompt)
-    return prompt + _continuation(tok, ids, list(new))
+    return prompt + continuation_text(tok, ids, list(new))
 
 
 def stream_text(

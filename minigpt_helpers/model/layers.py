@@ -140,6 +140,15 @@ class Rotary(nn.Module):
                              "(block_size): crop the input to block_size tokens")
         return self.cos[start: start + t], self.sin[start: start + t]
 
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin at the given positions: (T, D) for positions (T,); (B, 1, T, D) for per-row positions (B, T),
+        ready to broadcast over the heads of q and k (B, H, T, D). The caller keeps positions below
+        block_size (GPT.forward and the KV caches check it once per forward)."""
+        cos, sin = self.cos[positions], self.sin[positions]
+        if positions.dim() == 2:
+            cos, sin = cos[:, None], sin[:, None]
+        return cos, sin
+
 
 # ------------------------------------------------------------------------------ MLP
 def swiglu_hidden(n_embd: int, multiple_of: int = 8) -> int:
