@@ -22,7 +22,11 @@ in wings, one per stage of the course; a wing imports only the wings below it.
       attention.py            causal self-attention, the KV cache
       layers.py               RMSNorm, RoPE, the MLP and SwiGLU
       gpt.py                  GPTConfig, Block, GPT; save and load
-      generation.py           sampling and generate()
+      sampling.py             the sampling pipeline and context-window policy every decoding loop shares
+      generation.py           generate(): one sequence with a KV cache
+      speculative.py          ch11: speculative decoding, a draft model proposes and the target checks
+      batch.py                ch11: many prompts at once, continuous batching over a ragged KV cache
+      quantize.py             ch11: int8 weight-only quantization, per output channel
     training/               ch05, ch07: training it
       config.py               TrainConfig, presets, the learning-rate schedule
       loop.py                 train(), evaluate(), the optimizer
@@ -50,8 +54,11 @@ in wings, one per stage of the course; a wing imports only the wings below it.
       dpo.py                  DPO: its loss, preference batches, dpo() through train(), metrics
       rewards.py, pairs.py    verifiable rewards and a fluency guard; preference pairs built offline
       grpo.py                 GRPO: groups of samples, group-relative advantages, clipped ratios, KL
+    serve/                  ch11: a model behind OpenAI's API (needs fastapi and uvicorn: not imported here)
+      server.py               create_app, the batching engine's thread, streaming; serve(), serve_in_background()
+      chat.html               the chat page served at /
     diagrams/               the concept diagrams: ``from minigpt_helpers import diagrams``
-    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat | eval
+    cli.py, __main__.py     python -m minigpt_helpers train | generate | chat | eval | serve
 """
 
 from .config import artifacts_dir, is_quick, machine, pick, run_summary, set_seed, shown_path
@@ -67,10 +74,14 @@ from .tokenizers.bpe import GPT4_SPLIT_PATTERN, BPETokenizer
 from .tokenizers.sentencepiece import SentencePieceTokenizer
 from .tokenizers.hf import HFTokenizer
 from .tokenizers.train import default_tokenizer, train_tokenizer, training_texts
-# --- model (chapters 03, 04, 06, 07) ---
-from .model.attention import CausalSelfAttention, KVCache, attention, causal_mask
+# --- model (chapters 03, 04, 06, 07, 11) ---
+from .model.attention import CausalSelfAttention, KVCache, SlotKVCache, attention, causal_mask
 from .model.layers import RMSNorm, Rotary, apply_rotary, swiglu_hidden
 from .model.gpt import GPT, Block, GPTConfig
+from .model.quantize import Int8Embedding, Int8Linear, dequantize_weight, quantize_int8, quantize_weight, weight_bytes
+from .model.sampling import sampling_probs
+from .model.speculative import SpeculativeStats, accept_draft, check_draft, speculative_ids
+from .model.batch import BatchEngine, BatchRequest, generate_batch, generate_batch_ids
 from .model.generation import (
     StreamDecoder,
     generate,
@@ -219,10 +230,26 @@ __all__ = [
     "GPT",
     "GPT4_SPLIT_PATTERN",
     "GPTConfig",
+    "Int8Embedding",
+    "Int8Linear",
+    "dequantize_weight",
+    "quantize_int8",
+    "quantize_weight",
+    "weight_bytes",
     "History",
     "hub_reachable",
     "is_quick",
     "KVCache",
+    "sampling_probs",
+    "SpeculativeStats",
+    "accept_draft",
+    "check_draft",
+    "speculative_ids",
+    "BatchEngine",
+    "BatchRequest",
+    "generate_batch",
+    "generate_batch_ids",
+    "SlotKVCache",
     "load_checkpoint",
     "load_tokenizer",
     "machine",

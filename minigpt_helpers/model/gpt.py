@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import ATTN_IMPLS, CausalSelfAttention, KVCache
+from .attention import ATTN_IMPLS, CausalSelfAttention, KVCache, SlotKVCache
 from .layers import MLP, RMSNorm, Rotary, check_modern_options, make_norm
 
 CONFIG_FILE = "config.json"
@@ -263,27 +263,28 @@ class GPT(nn.Module):
         With ``targets`` (B, T) the loss is the mean cross-entropy over all positions;
         positions whose target is -1 are ignored (padding). With ``kv_cache`` the tokens
         are taken to sit at positions ``cache.pos .. cache.pos+T-1``; their keys/values
-        are appended to the cache and ``cache.pos`` advances by T.
+        are appended to the cache and ``cache.pos`` advances by T. With a SlotKVCache
+        (chapter 11's batches) each row feeds one token at its own position.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}; use idx[None] for one sequence")
         B, T = idx.shape
-        start = 0
         if kv_cache is not None:
             kv_cache.check_room(B, T)
-            start = kv_cache.pos
+            pos = kv_cache.positions(T)  # (T,) after the cached ones; (B, 1) per row in a SlotKVCache
         elif T > self.config.block_size:
             raise ValueError(
                 f"sequence length {T} exceeds block_size {self.config.block_size}: "
                 f"crop the input to its last {self.config.block_size} tokens (idx[:, -block_size:])"
             )
+        else:
+            pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
         rope = None
         if self.rotary is None:
-            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-            x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
+            x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C) or (B, 1, C)
         else:
-            rope = self.rotary(start, T)  # cos, sin: (T, head_dim) each
+            rope = self.rotary.at(pos)  # cos, sin: (T, head_dim), or (B, 1, 1, head_dim) per row
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache=kv_cache, layer_idx=i, rope=rope)
@@ -311,13 +312,19 @@ class GPT(nn.Module):
         It holds ``n_kv_head`` heads per layer (all ``n_head`` without GQA).
         """
         c = self.config
-        p = self.transformer.wte.weight
+        p = self.transformer.ln_f.weight  # the activations' dtype (an int8 model's norms stay float)
         return KVCache(c.n_layer, batch_size, c.kv_heads, c.head_dim, c.block_size, device=p.device, dtype=p.dtype)
+
+    def new_slot_cache(self, slots: int) -> SlotKVCache:
+        """An empty :class:`SlotKVCache` of ``slots`` rows, each up to block_size tokens (chapter 11's batching)."""
+        c = self.config
+        p = self.transformer.ln_f.weight  # the activations' dtype (an int8 model's norms stay float)
+        return SlotKVCache(c.n_layer, slots, c.kv_heads, c.head_dim, c.block_size, device=p.device, dtype=p.dtype)
 
     def kv_cache_bytes_per_token(self) -> int:
         """Bytes of KV cache per token of one sequence: 2 (k, v) x n_layer x n_kv_head x head_dim x dtype size."""
         c = self.config
-        return 2 * c.n_layer * c.kv_heads * c.head_dim * self.transformer.wte.weight.element_size()
+        return 2 * c.n_layer * c.kv_heads * c.head_dim * self.transformer.ln_f.weight.element_size()
 
     # ------------------------------------------------------------------ accounting
 
@@ -357,13 +364,22 @@ class GPT(nn.Module):
 
         safetensors stores plain tensors, never pickled code, so a checkpoint from a
         stranger cannot run anything when loaded. The tied wte/lm_head matrix is stored once.
+        A quantized model (quantize.quantize_int8) stores its int8 weights and scales, and
+        ``quantization.json`` says so, for :meth:`load` to rebuild it as int8.
         """
         from safetensors.torch import save_model
 
+        from .quantize import QUANTIZATION_FILE, quantization_marker
+
+        marker = quantization_marker(self)  # {"method": "int8", ...}, or None for a float model
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "library": "minigpt_helpers"})
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if marker is not None:
+            (directory / QUANTIZATION_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        else:
+            (directory / QUANTIZATION_FILE).unlink(missing_ok=True)  # a float model saved over a quantized one
         if self.tokenizer is not None:
             self.tokenizer.save(directory / TOKENIZER_DIR)
         return directory
@@ -376,8 +392,11 @@ class GPT(nn.Module):
         shapes, no tensor data), so it is cheap. A damaged or mismatched checkpoint
         fails here with a ValueError that names the file and the fix, instead of a
         raw safetensors or ``load_state_dict`` error (or a shape error deep in a matmul).
+        A folder with ``quantization.json`` is checked against the int8 model's tensors.
         """
         from safetensors import SafetensorError, safe_open
+
+        from .quantize import quantize_int8, saved_quantization
 
         directory = Path(directory)
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
@@ -397,12 +416,20 @@ class GPT(nn.Module):
         except SafetensorError as e:
             raise ValueError(f"{w_path} is damaged ({e}): the file was cut short, or is not a safetensors "
                              f"file; {fix}") from None
+        try:
+            method = saved_quantization(directory)  # "int8", or None for a float model
+        except ValueError as e:
+            raise ValueError(f"{e}; {fix}") from None
         with torch.device("meta"):  # shapes only: no memory, no initialisation work
-            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-        tied = ("lm_head.weight", "transformer.wte.weight")  # stored once (weight tying)
-        for a, b in (tied, tied[::-1]) if config.tie_embeddings else ():
-            if a not in shapes and b in shapes:
-                shapes[a] = shapes[b]
+            model = cls(config) if method is None else quantize_int8(cls(config))
+            tensors = model.state_dict(keep_vars=True)
+        expected = {k: tuple(v.shape) for k, v in tensors.items()}
+        names_of: dict[int, list[str]] = {}  # a tensor under several names (weight tying) is stored under one
+        for k, v in tensors.items():
+            names_of.setdefault(id(v), []).append(k)
+        for names in names_of.values():
+            stored = [k for k in names if k in shapes]
+            shapes.update({k: shapes[stored[0]] for k in names if stored and k not in shapes})
         wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
         missing = [k for k in expected if k not in shapes]
         extra = [k for k in shapes if k not in expected]
@@ -423,14 +450,19 @@ class GPT(nn.Module):
         """Rebuild a model saved with :meth:`save` (weights, config and tokenizer if present).
 
         The files are checked first (:meth:`check_saved`): a damaged or mismatched
-        checkpoint raises a ValueError naming it and the fix.
+        checkpoint raises a ValueError naming it and the fix. A model saved quantized
+        (``quantization.json``) comes back quantized, its tied head and embedding sharing one int8 matrix.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
+        from .quantize import quantize_int8, saved_quantization
+
         directory = Path(directory)
         config = cls.check_saved(directory)
         model = cls(config)
+        if saved_quantization(directory) == "int8":
+            model = quantize_int8(model)  # the int8 structure, filled by the strict load below
         device = torch.device(device) if device is not None else torch.device("cpu")
         model.to(device)
         try:
