@@ -6,6 +6,7 @@
     python -m minigpt_helpers generate --checkpoint runs/shk --prompt "ROMEO:"
     python -m minigpt_helpers chat --checkpoint runs/sft          # talk with a model finetuned by sft()
     python -m minigpt_helpers eval --checkpoint runs/shk          # report card: bits per byte, task accuracy
+    python -m minigpt_helpers serve --checkpoint runs/sft         # OpenAI-compatible server + chat page
     accelerate launch --num_processes 4 -m minigpt_helpers train ...   # data-parallel on 4 GPUs
 
 ``--data`` is anything ``stream_documents`` takes: "auto", "shakespeare",
@@ -15,6 +16,9 @@ a single text file is split by position, first 90 % train, last 10 % validation)
 chose (and what the tokenizer was trained on), so ``--resume`` reads the same
 data even if the network has come back or gone since. Without ``--preset`` the
 recommended preset for the device is used (see ``--list-presets``).
+
+``serve`` answers OpenAI's API (``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``, streamed
+or not) and serves a chat page at ``/``, on 127.0.0.1:8000 unless told ``--host`` / ``--port``; Ctrl-C stops it.
 
 ``generate`` prints the text as it is generated when the output is a terminal
 (or with ``--stream``), and all at once otherwise. It stops when the model writes
@@ -85,6 +89,14 @@ def _int_at_least(low: int, what: str):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _natural_int = _int_at_least(0, "an integer >= 0")
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    value = _natural_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in [0, 65535] (0 = any free port), got {_shown(text)}")
+    return value
 
 
 def _device(text: str) -> str:
@@ -445,6 +457,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(flush=True)
 
 
+# ------------------------------------------------------------------------------ serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    """An OpenAI-compatible server with continuous batching and a chat page, until Ctrl-C (chapter 11)."""
+    try:
+        from .serve.server import serve
+    except ImportError as e:
+        _usage_error(f"serve needs fastapi and uvicorn ({e}): pip install fastapi uvicorn "
+                     "(or pip install -e '.[course]')")
+    try:
+        serve(args.checkpoint, host=args.host, port=args.port, slots=args.slots, int8=args.int8,
+              device=args.device, model_name=args.name)
+    except KeyboardInterrupt:  # Ctrl-C before the server was up (while the model loaded)
+        pass
+    return 0
+
+
 # ------------------------------------------------------------------------------ the parser
 def build_parser() -> argparse.ArgumentParser:
     from .training.loop import PRESETS
@@ -524,6 +552,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_natural_int, default=None)
     c.add_argument("--device", type=_device, default=None)
     c.set_defaults(func=cmd_chat)
+    v = sub.add_parser("serve", help="an OpenAI-compatible server and a chat page (chapter 11)")
+    v.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --out folder")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every interface, "
+                        "so anyone who can reach it can use the model)")
+    v.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000; 0 = any free port)")
+    v.add_argument("--slots", type=_positive_int, default=16, help="requests decoded together as one batch")
+    v.add_argument("--int8", action="store_true", help="quantize the weights to int8 first (less memory)")
+    v.add_argument("--name", default=None, help="the model id clients ask for (default: the folder's name)")
+    v.add_argument("--device", type=_device, default=None)
+    v.set_defaults(func=cmd_serve)
     return p
 
 

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minigpt_helpers"
 IMPORT_CYCLES = ROOT.parent / "shared/tools/import_cycles.py"
-WINGS = ["data", "tokenizers", "model", "training", "interop", "finetune", "evaluation", "align", "diagrams"]
+WINGS = ["data", "tokenizers", "model", "training", "interop", "finetune", "evaluation", "align", "serve", "diagrams"]
 
 
 def parse(path: Path) -> ast.Module:
