@@ -6,7 +6,7 @@ the same machine and input, so the ratio is meaningful even on a noisy laptop.
 
     python benchmarks/run.py            # full sizes, writes BENCHMARKS.md
     python benchmarks/run.py --quick    # tiny sizes, a smoke test (prints only)
-    python benchmarks/run.py --only bpe # just bench_bpe.py
+    python benchmarks/run.py --only bpe # just bench_bpe.py: its rows replace theirs in BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -56,10 +56,42 @@ def table(results: list[Result]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def update_rows(path: Path, results: list[Result], notes: list[str], module: str) -> None:
+    """Replace (or add) these rows and their notes in an existing BENCHMARKS.md, keeping every other row.
+
+    Each row's ratio still comes from one run (this one); the rows measured on another day keep theirs.
+    The file's header gains a line saying which benchmark was re-run and when.
+    """
+    text = path.read_text(encoding="utf-8")
+    names = {r.name for r in results}
+    new_rows = table(results).splitlines()[2:]
+    lines, out, in_table = text.splitlines(), [], False
+    for line in lines:
+        if line.startswith("| benchmark |"):
+            in_table = True
+        if in_table and line.startswith("| ") and line.split(" | ")[0][2:] in names:
+            continue
+        if in_table and not line.startswith("|"):
+            out.extend(new_rows)
+            in_table = False
+        if line.startswith("- **") and any(line.startswith(f"- **{n}**") for n in names):
+            continue
+        out.append(line)
+    if in_table:
+        out.extend(new_rows)
+    if notes and "## Notes" not in text:
+        out.extend(["", "## Notes", ""])
+    out.extend(notes)
+    stamp = f"- bench_{module}.py re-run alone on {dt.date.today()} (`python benchmarks/run.py --only {module}`)"
+    at = next(i for i, line in enumerate(out) if line.startswith("- machine:")) + 1
+    out.insert(at, stamp)
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; do not write BENCHMARKS.md")
-    parser.add_argument("--only", default=None, help="run only bench_<ONLY>.py")
+    parser.add_argument("--only", default=None, help="run only bench_<ONLY>.py; its rows replace theirs in BENCHMARKS.md")
     parser.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
     args = parser.parse_args()
 
@@ -91,6 +123,9 @@ def main() -> int:
 
     md = table(results)
     print("\n" + md)
+    if args.only and not args.quick and results and Path(args.out).exists():
+        update_rows(Path(args.out), results, notes, args.only)
+        print(f"updated {len(results)} rows of {args.out}")
     if not args.quick and not args.only:
         import torch
 

@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_streaming_data", "02_tokenization", "03_attention", "04_gpt_model", "05_training", "06_generation",
-            "07_modern_gpt", "08_finetuning", "09_evaluation_and_scaling", "10_preference_and_rl"]
+            "07_modern_gpt", "08_finetuning", "09_evaluation_and_scaling", "10_preference_and_rl",
+            "11_inference"]
 
 
 def cells(path: Path) -> list[dict]:
