@@ -153,3 +153,14 @@ def test_slot_cache_takes_one_token_per_row_and_masks_other_rows_keys():
     torch.testing.assert_close(logits[0, -1], alone_short[0, -1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits[1, -1], alone_long[0, -1], atol=1e-5, rtol=1e-5)
     assert cache.lengths.tolist() == [2, 5]
+
+
+def test_callbacks_may_ask_the_engine_about_itself():
+    """on_token / on_finish run outside the engine's lock: a callback reading engine.pending does not deadlock."""
+    engine = BatchEngine(tiny(), slots=1)
+    seen = []
+    engine.submit([1], 0, on_finish=lambda r: seen.append(("end", engine.pending)))
+    engine.submit([1], 2, temperature=0, on_token=lambda r, t: seen.append(("token", engine.pending)),
+                  on_finish=lambda r: seen.append(("end", engine.pending)))
+    engine.run()
+    assert seen == [("end", 1), ("token", 1), ("token", 1), ("end", 0)]

@@ -299,7 +299,7 @@ def _time_bars(ax: plt.Axes, x0: float, y: float, tokens: int, unit: float) -> N
 def prefill_vs_decode(prompt_len: int = 6) -> Figure:
     """Why prefill and decode run so differently on the same model: prefill pushes all ``prompt_len`` prompt tokens
     through each weight matrix in one matrix-matrix product, decode pushes one token through per pass (a
-    matrix-vector product). Each pass reads every weight from GPU memory once; prefill does ``2 T`` FLOPs per
+    matrix-vector product). Each pass reads every weight from memory once; prefill does ``2 T`` FLOPs per
     weight read, decode 2, so decode waits on memory and prefill on arithmetic. Hence batching many requests into
     each decode pass, and checking several tokens per pass (speculative decoding).
     """
@@ -309,7 +309,7 @@ def prefill_vs_decode(prompt_len: int = 6) -> Figure:
     body = max(T * 0.3, 1.5)
     W, H = 12.0, 1.45 + body + 2.9
     fig, ax = canvas(W, H, "Prefill against decode: the same weights, read for T tokens or for one",
-                     "one linear layer y = x W of a forward pass; a pass reads all of W from GPU memory once, "
+                     "one linear layer y = x W of a forward pass; a pass reads all of W from memory once, "
                      "however many tokens it carries")
     top = H - 1.45
     unit = min(0.45, 3.9 / T)  # inches of compute per token: T of them outgrow the read, one does not
@@ -325,7 +325,7 @@ def prefill_vs_decode(prompt_len: int = 6) -> Figure:
         _time_bars(ax, x0, bottom - 1.4, rows, unit)
     label(ax, W / 2, 1.12, "bars: the time of one pass is the longer one, as reading and computing overlap "
           "(schematic: on a modern GPU they are equal at a few hundred tokens)", size=SMALL, color=MUTED)
-    box(ax, 0.2, 0.15, W - 0.4, 0.7, "decode leaves the GPU's arithmetic idle while the weights stream in. "
+    box(ax, 0.2, 0.15, W - 0.4, 0.7, "decode leaves the arithmetic units idle while the weights stream in. "
         "The fixes put more tokens through each read:\nmany requests per decode pass (continuous batching), "
         "several guesses checked per pass (speculative decoding)", "plain", fontsize=SMALL)
     return finish(fig)

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from .attention import KVCache
 from .generation import continuation_text, prepare_prompt
 from .sampling import (
     check_generation_args,
@@ -167,13 +168,11 @@ class BatchEngine:
         for r in gone:
             self._finish(r, "cancelled")
 
-    def _prefill(self, request: BatchRequest) -> torch.Tensor:
-        """Run the request's window alone through a fresh one-row cache; its next-token logits (V,)."""
+    def _prefill(self, request: BatchRequest) -> tuple[torch.Tensor, KVCache]:
+        """Run the request's window alone through a fresh one-row cache: its next-token logits (V,) and that cache."""
         cache = self.model.new_kv_cache(batch_size=1)
         window = torch.tensor([request.ids[request.start:]], dtype=torch.long, device=self.device)
-        logits = last_logits(self.model, window, kv_cache=cache)[0]
-        self._prefilled = cache
-        return logits
+        return last_logits(self.model, window, kv_cache=cache)[0], cache
 
     def _admit(self) -> None:
         """Fill free slots from the queue: prefill each prompt, copy it into its slot, emit its first token."""
@@ -182,14 +181,15 @@ class BatchEngine:
                 free = [s for s, r in enumerate(self.running) if r is None]
                 if not free or not self.waiting:
                     return
-                request = self.waiting.popleft()
-                if request.max_new_tokens == 0:
-                    self._finish(request, "length")
-                    continue
-                self.running[free[0]] = request
-            logits = self._prefill(request)
-            self.cache.load(free[0], self._prefilled)
-            self._emit(free[0], request, logits)
+                request, slot = self.waiting.popleft(), free[0]
+                if request.max_new_tokens > 0:
+                    self.running[slot] = request
+            if request.max_new_tokens == 0:  # nothing to generate: done before it starts
+                self._finish(request, "length")
+                continue
+            logits, cache = self._prefill(request)
+            self.cache.load(slot, cache)
+            self._emit(slot, request, logits)
 
     def _emit(self, slot: int, request: BatchRequest, logits: torch.Tensor) -> None:
         """Sample the request's next token from ``logits``, hand it over, and retire the request if it is done."""
@@ -213,8 +213,8 @@ class BatchEngine:
             start = window_start(len(request.ids), request.start, self.block_size)
             if start != request.start:  # the window moved: this row starts over on its last block_size // 2 tokens
                 request.start = start
-                logits = self._prefill(request)
-                self.cache.load(slot, self._prefilled)
+                logits, cache = self._prefill(request)
+                self.cache.load(slot, cache)
                 self._emit(slot, request, logits)
             else:
                 batch.append((slot, request))
