@@ -4,7 +4,7 @@
 #   make lab      JupyterLab on notebooks/           (full-size chapters)
 #   make test     ruff + unit tests + every notebook under nbval, in quick mode, offline
 #   make test-fast  ruff + the unit tests not marked slow (or large): a few minutes, no notebooks
-#   make test-browser  chapter 05 in JupyterLab, driven by headless Chromium (Playwright):
+#   make test-browser  chapter 05 in JupyterLab and chapter 11's chat page, driven by headless Chromium (Playwright):
 #                 the live plot and progress bar as a learner sees them (needs Chromium; see below)
 #   make bench    the `large` tests, then benchmarks/ -> table of side-by-side ratios, written to BENCHMARKS.md
 #   make gpu-check  on a CUDA GPU: precision/compile choice, training, resume, attention kernel, MFU
