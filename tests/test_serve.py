@@ -323,6 +323,7 @@ def test_the_chat_page(chat_server):
     for element in ('id="messages"', 'id="input"', 'id="send"', "/v1/chat/completions", "stream: true"):
         assert element in page
     assert re.search(r"\b(src|href)\s*=|<link|@import|https?://", page) is None  # nothing loaded from elsewhere
+    assert httpx.get(chat_server.url + "/favicon.ico", timeout=30).status_code == 204  # no 404 in the console
 
 
 # ----------------------------------------------------------------------------------------------- the command line

@@ -91,6 +91,15 @@ def attention(
     return (out, weights) if return_weights else out
 
 
+def _grown(buffer: torch.Tensor, end: int, capacity: int, keep: int) -> torch.Tensor:
+    """A cache buffer (n_layer, B, H, positions, D) re-allocated with room for ``end`` positions (double the
+    allocation, at most ``capacity``), its first ``keep`` positions copied over."""
+    size = min(capacity, max(end, 2 * buffer.size(3)))
+    new = buffer.new_zeros(*buffer.shape[:3], size, buffer.size(4))
+    new[:, :, :, :keep] = buffer[:, :, :, :keep]
+    return new
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far (for fast generation).
 
@@ -176,12 +185,7 @@ class KVCache:
 
     def _grow(self, end: int) -> None:
         """Make room for positions up to ``end`` (double the allocation, at most ``capacity``)."""
-        size = min(self.capacity, max(end, 2 * self.k.size(3)))
-        for name in ("k", "v"):
-            old = getattr(self, name)
-            new = old.new_zeros(*old.shape[:3], size, old.size(4))
-            new[:, :, :, : self.pos] = old[:, :, :, : self.pos]
-            setattr(self, name, new)
+        self.k, self.v = (_grown(t, end, self.capacity, self.pos) for t in (self.k, self.v))
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store layer ``layer``'s new k, v (B, H_kv, T, D) at pos..pos+T-1; return all keys/values so far."""
@@ -256,12 +260,8 @@ class SlotKVCache:
         return self._lengths()[:, None]
 
     def _grow(self, end: int) -> None:
-        size = min(self.capacity, max(end, 2 * self.k.size(3)))
-        for name in ("k", "v"):
-            old = getattr(self, name)
-            new = old.new_zeros(*old.shape[:3], size, old.size(4))
-            new[:, :, :, : old.size(3)] = old
-            setattr(self, name, new)
+        """Make room for positions up to ``end`` in every slot (as KVCache does)."""
+        self.k, self.v = (_grown(t, end, self.capacity, t.size(3)) for t in (self.k, self.v))
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write each row's new k, v (B, H_kv, 1, D) at its own position; return its keys/values so far."""

@@ -63,6 +63,7 @@ from .speculative import speculative_ids
 __all__ = [
     "check_generation_args",
     "continuation_text",
+    "encode_prompt",
     "generate",
     "generate_ids",
     "prepare_prompt",
@@ -271,7 +272,7 @@ def _cut_after_stop(row: list[int], stop: set[int]) -> list[int]:
 # ----------------------------------------------------------------------------- text in, text out
 
 
-def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Encode ``prompt``; an empty prompt becomes ``[eot_id]``; unknown characters get a clear error."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -369,7 +370,7 @@ def prepare_prompt(model: torch.nn.Module, prompt: str, tokenizer: Any) -> tuple
             "the model has no tokenizer attached: set model.tokenizer = your_tokenizer "
             "(checkpoints from chapter 05 carry one) or pass tokenizer=..."
         )
-    ids = _encode_prompt(tok, prompt)
+    ids = encode_prompt(tok, prompt)
     block_size = int(model.config.block_size)
     if len(ids) > block_size:
         warnings.warn(

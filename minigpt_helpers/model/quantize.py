@@ -104,6 +104,14 @@ def _frozen(t: torch.Tensor) -> nn.Parameter:
     return t if isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
 
 
+def _check_int8(weight: torch.Tensor, scale: torch.Tensor, what: str, shape: str, scale_shape: str,
+                fix: str) -> None:
+    """A ValueError naming the fix unless ``weight`` is a 2-D int8 matrix with one scale per row."""
+    if weight.dtype != torch.int8 or weight.dim() != 2 or scale.shape != weight.shape[:1]:
+        raise ValueError(f"{what} needs an int8 weight {shape} and a scale {scale_shape}, got {weight.dtype} "
+                         f"{tuple(weight.shape)} and {tuple(scale.shape)}: use {fix}")
+
+
 class Int8Linear(nn.Module):
     """A Linear layer whose weight is int8 with one float scale per output channel.
 
@@ -119,9 +127,7 @@ class Int8Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
-        if weight.dtype != torch.int8 or weight.dim() != 2 or scale.shape != weight.shape[:1]:
-            raise ValueError(f"Int8Linear needs an int8 weight (out, in) and a scale (out,), got {weight.dtype} "
-                             f"{tuple(weight.shape)} and {tuple(scale.shape)}: use Int8Linear.from_float(linear)")
+        _check_int8(weight, scale, "Int8Linear", "(out, in)", "(out,)", "Int8Linear.from_float(linear)")
         self.out_features, self.in_features = weight.shape
         self.weight = _frozen(weight)
         self.scale = _frozen(scale)
@@ -152,9 +158,7 @@ class Int8Embedding(nn.Module):
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
-        if weight.dtype != torch.int8 or weight.dim() != 2 or scale.shape != weight.shape[:1]:
-            raise ValueError(f"Int8Embedding needs an int8 weight (num, dim) and a scale (num,), got {weight.dtype} "
-                             f"{tuple(weight.shape)} and {tuple(scale.shape)}: use Int8Embedding.from_float(emb)")
+        _check_int8(weight, scale, "Int8Embedding", "(num, dim)", "(num,)", "Int8Embedding.from_float(emb)")
         self.num_embeddings, self.embedding_dim = weight.shape
         self.weight = _frozen(weight)
         self.scale = _frozen(scale)

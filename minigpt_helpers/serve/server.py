@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -53,7 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..finetune.chat import ROLES, ChatTokenizer, render_conversation
 from ..model.batch import BatchEngine, BatchRequest
-from ..model.generation import StreamDecoder
+from ..model.generation import StreamDecoder, encode_prompt
 
 __all__ = [
     "APIError",
@@ -222,14 +222,9 @@ def prompt_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
             raise APIError(400, f"a prompt of token ids must be a non-empty list of ids in [0, "
                                 f"{tokenizer.vocab_size})", "prompt", "invalid_value")
         return list(prompt)
-    if prompt == "":
-        return [int(tokenizer.eot_id)]
     try:
-        try:
-            return list(tokenizer.encode(prompt, allowed_special="all"))
-        except TypeError:  # a tokenizer without special-token handling
-            return list(tokenizer.encode(prompt))
-    except (ValueError, KeyError) as e:
+        return encode_prompt(tokenizer, prompt)
+    except ValueError as e:
         raise APIError(400, f"the prompt cannot be encoded by this model's tokenizer: {e}", "prompt",
                        "invalid_value") from None
 
@@ -576,6 +571,10 @@ def add_routes(app: FastAPI, model: torch.nn.Module, model_name: str, worker: Ba
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def no_icon() -> Response:  # browsers ask for one with every page: no content, rather than a 404
+        return Response(status_code=204)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
