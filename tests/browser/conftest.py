@@ -95,13 +95,28 @@ def browser():
             b.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``item.rep_call``), so a fixture can see how its test ended."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser):
-    """A fresh page, 1400x1000 at scale 1, so screenshots have stable sizes."""
+def page(browser, request, artifacts):
+    """A fresh page, 1400x1000 at scale 1, so screenshots have stable sizes. If the test fails, the page as it
+    was is saved to ``artifacts/<test name>_failure.png`` before it closes."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
     pg = context.new_page()
     pg.set_default_timeout(60_000)
     try:
         yield pg
+        call = getattr(request.node, "rep_call", None)
+        if call is not None and call.failed:
+            try:
+                pg.screenshot(path=str(artifacts / f"{request.node.name}_failure.png"))
+            except Exception:  # the test's own failure is what matters; a screenshot is a bonus
+                pass
     finally:
         context.close()

@@ -39,35 +39,28 @@ def test_chat_page_streams_replies(page, chat_server, artifacts):
     sent: list[dict] = []  # the bodies the page POSTed to the chat endpoint
     page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/v1/chat/completions")
             else None)
-    try:
-        page.goto(chat_server.url + "/")
-        page.wait_for_function("(name) => document.getElementById('model').textContent === name", arg=MODEL)
+    page.goto(chat_server.url + "/")
+    page.wait_for_function("(name) => document.getElementById('model').textContent === name", arg=MODEL)
 
-        page.fill("#input", "hi")
-        page.click("#send")
-        page.locator(f"{REPLY}[data-done]").first.wait_for()
-        assert page.locator("#messages .user").all_inner_texts() == ["hi"]
-        assert page.locator(REPLY).all_inner_texts() == ["yo"]
-        page.screenshot(path=str(artifacts / "chat_page_first_reply.png"))
+    page.fill("#input", "hi")
+    page.click("#send")
+    page.locator(f"{REPLY}[data-done]").first.wait_for()
+    assert page.locator("#messages .user").all_inner_texts() == ["hi"]
+    assert page.locator(REPLY).all_inner_texts() == ["yo"]
+    page.screenshot(path=str(artifacts / "chat_page_first_reply.png"))
 
-        page.fill("#input", "bye")
-        page.keyboard.press("Enter")  # Enter sends too
-        page.locator(f"{REPLY}[data-done]").nth(1).wait_for()
-        assert page.locator(REPLY).all_inner_texts() == ["yo", "ciao"]
-        assert page.locator("#messages .error").count() == 0
-        assert page.input_value("#input") == ""
-        page.screenshot(path=str(artifacts / "chat_page.png"))
+    page.fill("#input", "bye")
+    page.keyboard.press("Enter")  # Enter sends too
+    page.locator(f"{REPLY}[data-done]").nth(1).wait_for()
+    assert page.locator(REPLY).all_inner_texts() == ["yo", "ciao"]
+    assert page.locator("#messages .error").count() == 0
+    assert page.input_value("#input") == ""
+    page.screenshot(path=str(artifacts / "chat_page.png"))
 
-        assert [b["stream"] for b in sent] == [True, True] and {b["model"] for b in sent} == {MODEL}
-        assert sent[1]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-                                       {"role": "user", "content": "bye"}]  # the conversation is kept
-        assert problems == []
+    assert [b["stream"] for b in sent] == [True, True] and {b["model"] for b in sent} == {MODEL}
+    assert sent[1]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                   {"role": "user", "content": "bye"}]  # the conversation is kept
+    assert problems == []
 
-        page.click("#reset")  # a new chat forgets the conversation
-        assert page.locator("#messages .message").count() == 0
-    except BaseException:
-        try:
-            page.screenshot(path=str(artifacts / "chat_page_failure.png"))
-        except Exception:  # the original failure matters more
-            pass
-        raise
+    page.click("#reset")  # a new chat forgets the conversation
+    assert page.locator("#messages .message").count() == 0
